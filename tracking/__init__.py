@@ -1,0 +1,1 @@
+"""Event collection: sources and keys, snippet and pixel, ingestion, profiles and identity."""

@@ -1,6 +1,13 @@
-"""Shared fixtures: a source with its keys, API clients, and a clean Redis cache per test."""
+"""Shared fixtures: a source with its keys, API clients, and a clean Redis cache per test.
+
+Each test run gets its own database and cache-key prefix, so several runs on one machine (a
+developer's and a benchmark's, say) never trample each other.
+"""
+
+import os
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
@@ -9,13 +16,30 @@ from tracking import selectors
 from tracking.services.sources import secret_key_create
 
 
+RUN_ID = os.environ.get("PZ_TEST_RUN_ID") or str(os.getpid())
+settings.CACHES["default"]["KEY_PREFIX"] = f"pztest{RUN_ID}"
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    test = settings.DATABASES["default"].setdefault("TEST", {})
+    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        test["NAME"] = f"test_personalization_{RUN_ID}"
+
+
+def _cache_clear() -> None:
+    if hasattr(cache, "delete_pattern"):
+        cache.delete_pattern("*")
+    else:
+        cache.clear()
+    selectors._local_sources.clear()
+
+
 @pytest.fixture(autouse=True)
 def _clean_cache():
-    cache.clear()
-    selectors._local_sources.clear()
+    _cache_clear()
     yield
-    cache.clear()
-    selectors._local_sources.clear()
+    _cache_clear()
 
 
 @pytest.fixture

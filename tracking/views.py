@@ -66,10 +66,11 @@ def snippet_versioned(request: HttpRequest, version: str) -> HttpResponse:
 
 def demo_store(request: HttpRequest) -> HttpResponse:
     """A small storefront that embeds the snippet, to click around and watch events arrive."""
+    from tracking.demo import catalogue
+
     source = Source.objects.filter(name=request.GET.get("source", "Demo storefront"), is_active=True).first()
     if source is None:
         raise Http404("no demo source: run `python manage.py seed_demo` first")
     host = request.build_absolute_uri("/").rstrip("/")
-    return render(
-        request, "demo/store.html", {"source": source, "host": host, "embed_code": embed_code(source, host=host)}
-    )
+    context = {"source": source, "host": host, "embed_code": embed_code(source, host=host), "products": catalogue()}
+    return render(request, "demo/store.html", context)

@@ -42,9 +42,11 @@ def read_json(request, *, max_bytes: int):
     if not data.strip():
         raise BadRequest("body is empty; send a JSON object")
     try:
-        return json.loads(data)
-    except UnicodeDecodeError:
-        raise BadRequest("body is not UTF-8 text") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"body is not UTF-8 text (byte {exc.start})") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:

@@ -15,7 +15,6 @@ from tests.factories import SourceFactory
 from tracking import selectors
 from tracking.services.sources import secret_key_create
 
-
 RUN_ID = os.environ.get("PZ_TEST_RUN_ID") or str(os.getpid())
 settings.CACHES["default"]["KEY_PREFIX"] = f"pztest{RUN_ID}"
 

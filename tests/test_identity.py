@@ -152,7 +152,7 @@ def test_concurrent_first_events_of_one_visitor_make_one_profile(source):
             batch = [event("page_view", anonymous_id="racer", n=n * 10 + i) for i in range(5)]
             response = client.post("/api/v1/events", {"events": batch}, format="json")
             assert response.status_code == 200, response.content
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
         finally:
             connection.close()

@@ -187,6 +187,7 @@ UNFOLD = {
     "SITE_HEADER": "Personalization",
     "SITE_SYMBOL": "insights",
     "SHOW_HISTORY": True,
+    "DASHBOARD_CALLBACK": "personalization.dashboard.dashboard_callback",
     "SIDEBAR": {"show_search": True, "show_all_applications": True},
 }
 

@@ -72,6 +72,7 @@ def test_admin_pages_show_sources_profiles_and_events(admin_client_logged, clien
 
     profile = Profile.objects.get()
     pages = {
+        "/admin/": "Top event types",
         "/admin/tracking/source/": source.name,
         f"/admin/tracking/source/{source.pk}/change/": source.write_key,
         "/admin/tracking/profile/": str(profile.uuid),
@@ -95,3 +96,10 @@ def test_admin_creates_secret_key_shown_once(admin_client_logged, source):
     page = response.content.decode()
     key = SecretKey.objects.get(source=source)
     assert key.prefix in page and "not shown again" in page
+
+
+def test_dashboard_counts_what_arrived(admin_client_logged, client_public):
+    client_public.post("/api/v1/events", {"events": [event("add_to_cart", n=i) for i in range(3)]}, format="json")
+    response = admin_client_logged.get("/admin/")
+    assert response.context["kpis"][0] == {"title": "Events, last 24 h", "value": "3"}
+    assert response.context["top_types"]["rows"] == [["add_to_cart", "3"]]

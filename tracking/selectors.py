@@ -73,3 +73,40 @@ def profile_timeline(*, profile: Profile) -> QuerySet[Event]:
 
 def profile_list() -> QuerySet[Profile]:
     return Profile.objects.order_by("-last_seen_at", "-id")
+
+
+def collection_overview(*, days: int = 14) -> dict:
+    """Figures for the admin dashboard: events per day, top event types, profiles, refusals."""
+    from datetime import timedelta
+
+    from django.db.models import Count, Sum
+    from django.db.models.functions import TruncDate
+
+    from tracking.models import IngestRejection
+
+    now = timezone.now()
+    since = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    per_day = dict(
+        Event.objects.filter(timestamp__gte=since)
+        .annotate(day=TruncDate("timestamp"))
+        .values_list("day")
+        .annotate(n=Count("id"))
+        .values_list("day", "n")
+    )
+    day_list = [(since + timedelta(days=i)).date() for i in range(days)]
+    week = now - timedelta(days=7)
+    return {
+        "days": day_list,
+        "events_per_day": [per_day.get(day, 0) for day in day_list],
+        "events_24h": Event.objects.filter(timestamp__gte=now - timedelta(hours=24)).count(),
+        "profiles": Profile.objects.count(),
+        "active_profiles_7d": Profile.objects.filter(last_seen_at__gte=week).count(),
+        "top_types_7d": list(
+            Event.objects.filter(timestamp__gte=week)
+            .values_list("type")
+            .annotate(n=Count("id"))
+            .order_by("-n")
+            .values_list("type", "n")[:8]
+        ),
+        "refused_7d": IngestRejection.objects.filter(day__gte=week.date()).aggregate(n=Sum("count"))["n"] or 0,
+    }

@@ -20,7 +20,7 @@ DEV_SECRET_KEY = "dev-insecure-0f1c2b7e-change-me-in-production"
 
 ENVIRONMENT = env.str("ENVIRONMENT", default="development")
 PRODUCTION = ENVIRONMENT == "production"
-SECRET_KEY = env.str("SECRET_KEY", default=DEV_SECRET_KEY)
+SECRET_KEY = env.str("SECRET_KEY", default="") or DEV_SECRET_KEY  # an empty value in .env counts as unset
 DEBUG = env.bool("DEBUG", default=not PRODUCTION)
 
 if PRODUCTION:

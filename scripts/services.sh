@@ -17,7 +17,8 @@ if ! answers 5432; then
   fi
   wait_for 5432 || {
     echo "Postgres does not answer on 127.0.0.1:5432. Start one, for example:" >&2
-    echo "  docker compose up -d postgres   (then set TEST_DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/personalization)" >&2
+    echo "  docker run -d -p 127.0.0.1:5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16" >&2
+    echo "or point TEST_DATABASE_URL at a Postgres you have (make test TEST_DATABASE_URL=postgres://...)." >&2
     exit 1
   }
 fi
@@ -28,7 +29,8 @@ if ! answers 6379; then
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
   fi
   wait_for 6379 || {
-    echo "Redis does not answer on 127.0.0.1:6379. Start one, for example: docker compose up -d redis" >&2
+    echo "Redis does not answer on 127.0.0.1:6379. Start one, for example:" >&2
+    echo "  docker run -d -p 127.0.0.1:6379:6379 redis:7   (or set TEST_REDIS_URL=redis://...)" >&2
     exit 1
   }
 fi

@@ -1,0 +1,40 @@
+"""Gunicorn settings for the container, all overridable from the environment.
+
+WEB_CONCURRENCY    worker processes (default 2)
+GUNICORN_THREADS   threads per worker (default 4; >1 selects the gthread worker)
+GUNICORN_TIMEOUT   seconds a request may take before its worker is restarted (default 30)
+GUNICORN_GRACEFUL_TIMEOUT  seconds to finish in-flight requests on SIGTERM (default 30)
+GUNICORN_KEEPALIVE seconds to hold an idle keep-alive connection (default 5)
+GUNICORN_MAX_REQUESTS  requests before a worker is recycled (default 2000; 0 disables)
+PORT               port to listen on inside the container (default 8000)
+LOG_LEVEL          gunicorn's error-log level (default info); access log always to stdout
+
+Each thread may hold a database connection (CONN_MAX_AGE), so one web container opens up to
+WEB_CONCURRENCY x GUNICORN_THREADS connections to Postgres.
+"""
+
+import os
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+bind = f"0.0.0.0:{_int('PORT', 8000)}"
+workers = _int("WEB_CONCURRENCY", 2)
+threads = _int("GUNICORN_THREADS", 4)
+timeout = _int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+keepalive = _int("GUNICORN_KEEPALIVE", 5)
+# Recycle workers now and then so a slow leak cannot grow forever (0 disables).
+max_requests = _int("GUNICORN_MAX_REQUESTS", 2000)
+max_requests_jitter = max_requests // 10
+# Heartbeat files on tmpfs: a container's overlay filesystem can stall them.
+worker_tmp_dir = "/dev/shm"
+# No control socket (gunicorn 25.1+ creates one under $HOME, which is read-only here); unknown
+# settings are ignored by older gunicorn versions.
+control_socket_disable = True
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()

@@ -211,7 +211,9 @@ def enrich(
     location = context.get("location")
     if not country and isinstance(location, dict) and isinstance(location.get("country"), str):
         country = location["country"]
-    country = country.strip().upper() if len(country.strip()) == 2 and country.strip().isalpha() else ""
+    country = country.strip().upper()
+    if not (len(country) == 2 and country.isascii() and country.isalpha()):
+        country = ""
     hour, weekday = local_time(timestamp, context.get("timezone"))
     return Enrichment(
         device_type=device_type,

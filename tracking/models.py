@@ -1,11 +1,15 @@
 """Sources and their keys, profiles with linked identities and aggregates, and stored events."""
 
 import uuid
+from decimal import Decimal
 
 from django.db import models
 from django.db.models.functions import Coalesce
 
 from tracking.keys import write_key_generate
+
+# Largest stored sum (numeric(18, 2)); sums saturate here rather than overflow.
+SUM_MAX = Decimal("9999999999999999.99")
 
 
 class Source(models.Model):
@@ -68,7 +72,7 @@ class Profile(models.Model):
     event_count = models.PositiveBigIntegerField(default=0)
     session_count = models.PositiveIntegerField(default=0)
     purchase_count = models.PositiveIntegerField(default=0)
-    revenue = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    revenue = models.DecimalField(max_digits=18, decimal_places=2, default=0)
     last_source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     last_device_type = models.CharField(max_length=16, blank=True)
     last_os = models.CharField(max_length=50, blank=True)
@@ -122,7 +126,7 @@ class ProfileEventStat(models.Model):
     profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="event_stats")
     event_type = models.CharField(max_length=100)
     count = models.PositiveBigIntegerField(default=0)
-    value_sum = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+    value_sum = models.DecimalField(max_digits=18, decimal_places=2, default=0)
     first_at = models.DateTimeField()
     last_at = models.DateTimeField()
 

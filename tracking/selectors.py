@@ -18,7 +18,7 @@ _local_sources: dict[str, tuple[float, Source | None]] = {}
 
 def source_by_write_key(key: str) -> Source | None:
     """The active source whose public write key this is (cached; revocation applies within a minute)."""
-    if not key or len(key) > 64:
+    if not key or len(key) > 64 or "\x00" in key:
         return None
     now = time.monotonic()
     hit = _local_sources.get(key)

@@ -133,8 +133,8 @@ def _opt_id(raw: dict, key: str, path: str, max_length: int = MAX_ID_LENGTH) -> 
     value = str(value).strip()
     if len(value) > max_length:
         raise Invalid(_at(path, key), f"is longer than {max_length} characters")
-    if "\x00" in value:
-        raise Invalid(_at(path, key), "contains a NUL character")
+    if _text_problem(value):
+        raise Invalid(_at(path, key), _text_problem(value))
     return value
 
 
@@ -144,20 +144,33 @@ def _event_name(value: object, path: str) -> str:
     value = value.strip()
     if len(value) > MAX_TYPE_LENGTH:
         raise Invalid(path, f"is longer than {MAX_TYPE_LENGTH} characters")
-    if "\x00" in value:
-        raise Invalid(path, "contains a NUL character")
+    if _text_problem(value):
+        raise Invalid(path, _text_problem(value))
     return value
 
 
+def _text_problem(text: str) -> str:
+    """Why Postgres could not store this text, or ''. NUL and lone UTF-16 surrogates are refused."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains an unpaired UTF-16 surrogate"
+    return ""
+
+
 def _no_nul(value: object, path: str) -> None:
-    """Postgres cannot store NUL in text or jsonb; refuse it with a path rather than fail later."""
+    """Refuse text Postgres cannot store (NUL, lone surrogates) with a path, rather than fail later."""
     if isinstance(value, str):
-        if "\x00" in value:
-            raise Invalid(path, "contains a NUL character")
+        problem = _text_problem(value)
+        if problem:
+            raise Invalid(path, problem)
     elif isinstance(value, dict):
         for key, item in value.items():
-            if "\x00" in key:
-                raise Invalid(path, "has a key with a NUL character")
+            if _text_problem(key):
+                raise Invalid(path, f"has a key that {_text_problem(key)}")
             _no_nul(item, _at(path, key))
     elif isinstance(value, list):
         for i, item in enumerate(value):
@@ -182,7 +195,10 @@ def _resolve_time(
         timestamp = parse_time(raw_time, path)
     if sent_at is not None:
         # The sender's clock may be off: shift by the gap between its sentAt and our receipt.
-        timestamp = timestamp + (received_at - sent_at)
+        try:
+            timestamp = timestamp + (received_at - sent_at)
+        except OverflowError:
+            raise Invalid(path, "is out of range once corrected for the sender's clock (sentAt)") from None
     if timestamp > received_at + max_future:
         raise Invalid(path, f"is {timestamp.isoformat()}, too far in the future")
     if timestamp < EARLIEST:

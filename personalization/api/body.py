@@ -46,8 +46,27 @@ def read_json(request, *, max_bytes: int):
     except UnicodeDecodeError as exc:
         raise BadRequest(f"body is not UTF-8 text (byte {exc.start})") from None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_non_finite, parse_float=_finite_float)
+    except _NotFinite as exc:
+        raise BadRequest(f"body has a number JSON cannot carry: {exc}") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise BadRequest("body is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+        raise BadRequest(f"body has a number out of range: {str(exc)[:120]}") from None
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _non_finite(literal: str):
+    raise _NotFinite(literal)
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if value in (float("inf"), float("-inf")):
+        raise _NotFinite(literal[:40])
+    return value

@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.dispatch import Signal
 from django.utils import timezone
 
-from tracking.models import Identity, Profile, ProfileEventStat, ProfileMerge
+from tracking.models import SUM_MAX, Identity, Profile, ProfileEventStat, ProfileMerge
 from tracking.wire import EventIn
 
 # Sent inside the merge's transaction with `source_id` and `target_id` (profile pks), after events,
@@ -203,7 +203,7 @@ def profile_merge(*, source_id: int, target_id: int) -> None:
     target.event_count += source.event_count
     target.session_count += source.session_count
     target.purchase_count += source.purchase_count
-    target.revenue += source.revenue
+    target.revenue = min(target.revenue + source.revenue, SUM_MAX)
     target.first_seen_at = min(source.first_seen_at, target.first_seen_at)
     if source.last_seen_at > target.last_seen_at:
         target.last_seen_at = source.last_seen_at
@@ -231,7 +231,7 @@ def _stats_fold(source_id: int, target_id: int) -> None:
             f"INSERT INTO {table} (profile_id, event_type, count, value_sum, first_at, last_at) "
             f"SELECT %s, event_type, count, value_sum, first_at, last_at FROM {table} WHERE profile_id = %s "
             f"ON CONFLICT (profile_id, event_type) DO UPDATE SET count = {table}.count + excluded.count, "
-            f"value_sum = {table}.value_sum + excluded.value_sum, "
+            f"value_sum = {least}({table}.value_sum + excluded.value_sum, {SUM_MAX}), "
             f"first_at = {least}({table}.first_at, excluded.first_at), "
             f"last_at = {greatest}({table}.last_at, excluded.last_at)",
             [target_id, source_id],

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from tracking import wire
 from tracking.enrich import Enrichment, enrich
-from tracking.models import Event, Profile, ProfileEventStat, Source
+from tracking.models import SUM_MAX, Event, Profile, ProfileEventStat, Source
 from tracking.services.identity import identity_hash, profiles_resolve
 from tracking.services.rejections import rejection_count
 
@@ -76,7 +76,8 @@ def events_check(
         if isinstance(raw, dict):
             candidate = raw.get("message_id", raw.get("messageId"))
             message_id = candidate if isinstance(candidate, str) else ""
-        size = len(json.dumps(raw, separators=(",", ":"), default=str, ensure_ascii=False).encode())
+        encoded = json.dumps(raw, separators=(",", ":"), default=str, ensure_ascii=False)
+        size = len(encoded.encode("utf-8", "surrogatepass"))
         if size > max_bytes:
             rejected.append(
                 wire.Rejected(
@@ -284,10 +285,10 @@ def _aggregates_apply(source: Source, fresh: list[tuple[wire.EventIn, Enrichment
             value = _event_value(event.properties) or Decimal(0)
             if event.type in PURCHASE_TYPES:
                 profile.purchase_count += 1
-                profile.revenue += value
+                profile.revenue = min(profile.revenue + value, SUM_MAX)
             stat = stats.setdefault((profile.pk, event.type), [0, Decimal(0), event.timestamp, event.timestamp])
             stat[0] += 1
-            stat[1] += value
+            stat[1] = min(stat[1] + value, SUM_MAX)
             stat[2] = min(stat[2], event.timestamp)
             stat[3] = max(stat[3], event.timestamp)
         profile.event_count += len(items)
@@ -340,7 +341,7 @@ def _stats_upsert(stats: dict[tuple[int, str], list]) -> None:
                 f"INSERT INTO {table} (profile_id, event_type, count, value_sum, first_at, last_at) VALUES "
                 + ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
                 + f" ON CONFLICT (profile_id, event_type) DO UPDATE SET count = {table}.count + excluded.count, "
-                f"value_sum = {table}.value_sum + excluded.value_sum, "
+                f"value_sum = {least}({table}.value_sum + excluded.value_sum, {SUM_MAX}), "
                 f"first_at = {least}({table}.first_at, excluded.first_at), "
                 f"last_at = {greatest}({table}.last_at, excluded.last_at)",
                 params,

@@ -1,8 +1,10 @@
 """CORS for browser calls to the collection and public API, driven by each source's allowed origins.
 
 A preflight carries no key, so it is answered for any origin; the real request is then checked
-against its source's origins (403 otherwise) and only an allowed origin gets
-`Access-Control-Allow-Origin` back.
+against its source's origins (403 otherwise). Successful answers carry `Access-Control-Allow-Origin`
+only for an allowed origin; error answers (4xx) carry it for any origin, so that a browser script
+can read why it was refused (unknown key, origin not allowed) instead of seeing a network failure
+and retrying forever. No credentials are ever allowed, so nothing else becomes readable.
 """
 
 from django.http import HttpResponse
@@ -29,6 +31,8 @@ class CorsMiddleware:
             return response
         response = self.get_response(request)
         allowed = getattr(request, "pz_cors_origin", None)
+        if not allowed and 400 <= response.status_code < 500:
+            allowed = origin
         if allowed:
             response["Access-Control-Allow-Origin"] = allowed
             response["Vary"] = "Origin"

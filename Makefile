@@ -21,7 +21,7 @@ install: $(VENV)/.installed
 
 run: install
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo --admin
+	$(PY) manage.py seed_demo --admin --origin http://$(HOST):$(PORT)
 	@echo ""
 	@echo "  Admin:            http://$(HOST):$(PORT)/admin/   (user demo, password demo-admin)"
 	@echo "  API docs:         http://$(HOST):$(PORT)/api/docs/"

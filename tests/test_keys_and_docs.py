@@ -103,3 +103,35 @@ def test_dashboard_counts_what_arrived(admin_client_logged, client_public):
     response = admin_client_logged.get("/admin/")
     assert response.context["kpis"][0] == {"title": "Events, last 24 h", "value": "3"}
     assert response.context["top_types"]["rows"] == [["add_to_cart", "3"]]
+
+
+def test_changing_a_sources_origins_in_admin_applies_at_once(
+    admin_client_logged, source, client, django_capture_on_commit_callbacks
+):
+    def send():
+        return client.post(
+            "/api/v1/events",
+            {"events": [event()]},
+            content_type="application/json",
+            HTTP_X_WRITE_KEY=source.write_key,
+            HTTP_ORIGIN="https://new.example",
+        )
+
+    assert send().status_code == 403
+    from tracking import selectors
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client_logged.post(
+            f"/admin/tracking/source/{source.pk}/change/",
+            {
+                "name": source.name,
+                "allowed_origins": '["https://shop.example", "https://new.example/"]',
+                "cookie_days": 395,
+                "is_active": "on",
+                "secret_keys-TOTAL_FORMS": 0,
+                "secret_keys-INITIAL_FORMS": 0,
+            },
+        )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    selectors._local_sources.clear()  # another process: only the shared cache matters
+    assert send().status_code == 200

@@ -11,7 +11,7 @@ from unfold.decorators import action, display
 
 from tracking.models import Event, Identity, IngestRejection, Profile, ProfileEventStat, SecretKey, Source
 from tracking.services.identity import identity_hash
-from tracking.services.sources import secret_key_create, secret_key_revoke
+from tracking.services.sources import secret_key_create, secret_key_revoke, source_update
 from tracking.views import embed_code
 
 TIMELINE_LENGTH = 50
@@ -60,6 +60,9 @@ class SourceAdmin(ModelAdmin):
         if not rows:
             return "none"
         return format_html_join("", "<div>{}: {} × {}</div>", ((r.day, r.reason, r.count) for r in rows))
+
+    def save_model(self, request, obj, form, change):
+        source_update(source=obj)
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         self._host = request.build_absolute_uri("/").rstrip("/")

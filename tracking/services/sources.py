@@ -14,6 +14,14 @@ def source_create(*, name: str, allowed_origins: list[str] | None = None) -> Sou
     return Source.objects.create(name=name, allowed_origins=[o.rstrip("/") for o in allowed_origins or []])
 
 
+def source_update(*, source: Source, fields: list[str] | None = None) -> Source:
+    """Save a changed source and drop its cached look-up, so origins and activity apply at once."""
+    source.allowed_origins = [origin.rstrip("/") for origin in source.allowed_origins or []]
+    source.save(update_fields=fields)
+    transaction.on_commit(lambda: cache_keys.forget_write_key(source.write_key))
+    return source
+
+
 def secret_key_create(*, source: Source, name: str = "") -> tuple[SecretKey, str]:
     """A new secret key; the plaintext is returned here once and never stored."""
     plaintext, prefix, key_hash = secret_key_generate()

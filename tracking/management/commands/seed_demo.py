@@ -11,7 +11,7 @@ from tracking import wire
 from tracking.demo import visitor_events
 from tracking.models import Source
 from tracking.services.ingest import RequestMeta, events_check, events_ingest
-from tracking.services.sources import secret_key_create, source_create
+from tracking.services.sources import secret_key_create, source_create, source_update
 
 DEMO_SOURCE = "Demo storefront"
 DEMO_ORIGINS = ["http://127.0.0.1:8000", "http://localhost:8000"]
@@ -27,12 +27,23 @@ class Command(BaseCommand):
         parser.add_argument("--days", type=int, default=60)
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--admin", action="store_true", help="Also create the demo admin user")
+        parser.add_argument(
+            "--origin",
+            action="append",
+            default=[],
+            dest="origins",
+            help="Extra origin the demo storefront is served from (repeatable)",
+        )
 
-    def handle(self, *args, visitors: int, days: int, seed: int, admin: bool, **options):
+    def handle(self, *args, visitors: int, days: int, seed: int, admin: bool, origins: list[str], **options):
+        wanted = [*DEMO_ORIGINS, *([settings.PUBLIC_URL] if settings.PUBLIC_URL else []), *origins]
+        wanted = list(dict.fromkeys(origin.rstrip("/") for origin in wanted))
         source = Source.objects.filter(name=DEMO_SOURCE).first()
+        if source is not None and not set(wanted) <= set(source.allowed_origins):
+            source.allowed_origins = list(dict.fromkeys([*source.allowed_origins, *wanted]))
+            source_update(source=source, fields=["allowed_origins"])
         if source is None:
-            origins = DEMO_ORIGINS + ([settings.PUBLIC_URL.rstrip("/")] if settings.PUBLIC_URL else [])
-            source = source_create(name=DEMO_SOURCE, allowed_origins=origins)
+            source = source_create(name=DEMO_SOURCE, allowed_origins=wanted)
             _, secret = secret_key_create(source=source, name="demo")
             self.stdout.write(f"Created source {DEMO_SOURCE!r}: write key {source.write_key}, secret key {secret}")
         now = timezone.now()

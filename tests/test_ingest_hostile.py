@@ -645,7 +645,6 @@ def test_an_origin_the_source_does_not_allow_is_403(api, source):
     body = assert_well_formed(response)
     assert response.status_code == 403
     assert "evil.example" in body["message"]
-    assert "Access-Control-Allow-Origin" not in response
     assert not Event.objects.exists()
     allowed = api.post("/api/v1/events", {"events": [event()]}, format="json", HTTP_ORIGIN="https://shop.example")
     assert allowed.status_code == 200

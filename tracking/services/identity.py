@@ -10,7 +10,6 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -62,13 +61,27 @@ def _identities_fetch(keys: Iterable[Key]) -> dict[Key, int]:
         by_kind.setdefault(kind, set()).add(value)
     if not by_kind:
         return {}
-    query = Q()
+    where = " OR ".join(["(kind = %s AND value IN (" + ", ".join(["%s"] * len(v)) + "))" for v in by_kind.values()])
+    params: list = []
     for kind, values in by_kind.items():
-        query |= Q(kind=kind, value__in=values)
-    return {
-        (kind, value): pid
-        for kind, value, pid in Identity.objects.filter(query).values_list("kind", "value", "profile_id")
-    }
+        params.append(kind)
+        params.extend(values)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT kind, value, profile_id FROM {Identity._meta.db_table} WHERE {where}", params)
+        return {(kind, value): profile_id for kind, value, profile_id in cursor.fetchall()}
+
+
+def _identities_claim(keys: set[Key]) -> None:
+    """Hold a transaction lock per identifier about to be created (Postgres), in a fixed order, so two
+    requests bringing the same new visitor wait for each other instead of both creating a profile."""
+    if not keys or connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h "
+            "FROM unnest(%s::text[]) AS k ORDER BY h) AS claims",
+            [[f"{kind}:{value}" for kind, value in sorted(keys)]],
+        )
 
 
 @dataclass
@@ -119,7 +132,12 @@ def profiles_resolve(events: list[EventIn]) -> dict[int, int]:
         previous = alias_keys(event.previous_id) if event.previous_id else []
         per_event.append((event, keys, previous))
         wanted.extend(keys + previous)
-    state = _Resolution(owner=_identities_fetch(wanted))
+    owner = _identities_fetch(wanted)
+    missing = set(wanted) - set(owner)
+    if missing:
+        _identities_claim(missing)
+        owner.update(_identities_fetch(missing))
+    state = _Resolution(owner=owner)
     known_before = set(state.owner)
     event_token: dict[int, int] = {}
     for event, keys, previous in per_event:
@@ -167,7 +185,7 @@ def _identities_insert(identities: dict[Key, int]) -> dict[Key, int]:
         return {}
     table = Identity._meta.db_table
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    rows = list(identities.items())
+    rows = sorted(identities.items())  # one order everywhere: no deadlocks between batches
     inserted: set[Key] = set()
     with connection.cursor() as cursor:
         for start in range(0, len(rows), 500):

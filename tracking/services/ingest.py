@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,13 +21,13 @@ from django.utils import timezone
 
 from tracking import wire
 from tracking.enrich import Enrichment, enrich
-from tracking.models import SUM_MAX, Event, Profile, ProfileEventStat, Source
+from tracking.models import Event, Source
+from tracking.services.aggregates import Item, aggregates_apply
 from tracking.services.identity import identity_hash, profiles_resolve
 from tracking.services.rejections import rejection_count
 
 logger = logging.getLogger(__name__)
 
-PURCHASE_TYPES = frozenset({"purchase"})
 VALUE_PROPERTIES = ("revenue", "total", "value")
 INSERT_CHUNK = 400
 RETRIES = 3
@@ -182,8 +181,26 @@ def _store(source: Source, prepared: list[tuple[wire.EventIn, Enrichment]], rece
     profile_of = profiles_resolve([event for event, _ in prepared])
     inserted_ids = _events_insert(source, prepared, profile_of, received_at)
     fresh = [(event, enrichment) for event, enrichment in prepared if event.message_id in inserted_ids]
-    if fresh:
-        _aggregates_apply(source, fresh, profile_of)
+    aggregates_apply(
+        [
+            Item(
+                profile_id=profile_of[event.index],
+                type=event.type,
+                timestamp=event.timestamp,
+                value=_event_value(event.properties),
+                traits=_stored_traits(event.traits) if event.traits else event.traits,
+                context={
+                    "device_type": e.device_type,
+                    "os": e.os,
+                    "browser": e.browser,
+                    "country": e.country,
+                    "traffic_source": e.traffic_source,
+                },
+            )
+            for event, e in fresh
+        ],
+        source_id=source.pk,
+    )
     return len(fresh)
 
 
@@ -257,92 +274,3 @@ def _events_insert(
             )
             inserted.update(row[0] for row in cursor.fetchall())
     return inserted
-
-
-def _aggregates_apply(source: Source, fresh: list[tuple[wire.EventIn, Enrichment]], profile_of: dict[int, int]) -> None:
-    by_profile: dict[int, list[tuple[wire.EventIn, Enrichment]]] = defaultdict(list)
-    for event, enrichment in fresh:
-        by_profile[profile_of[event.index]].append((event, enrichment))
-    profiles = list(Profile.objects.select_for_update().filter(pk__in=by_profile).order_by("pk"))
-    gap = settings.INGEST_SESSION_GAP
-    stats: dict[tuple[int, str], list] = {}
-    for profile in profiles:
-        items = sorted(by_profile[profile.pk], key=lambda pair: pair[0].timestamp)
-        last_seen = None if profile.event_count == 0 else profile.last_seen_at
-        for event, enrichment in items:
-            if last_seen is None or event.timestamp - last_seen > gap:
-                profile.session_count += 1
-            if last_seen is None or event.timestamp >= last_seen:
-                last_seen = event.timestamp
-                profile.last_source_id = source.pk
-                profile.last_device_type = enrichment.device_type or profile.last_device_type
-                profile.last_os = enrichment.os or profile.last_os
-                profile.last_browser = enrichment.browser or profile.last_browser
-                profile.last_country = enrichment.country or profile.last_country
-                profile.last_traffic_source = enrichment.traffic_source or profile.last_traffic_source
-            if event.traits and event.kind in ("identify", "track", "page", "screen"):
-                profile.traits = {**profile.traits, **_stored_traits(event.traits)}
-            value = _event_value(event.properties) or Decimal(0)
-            if event.type in PURCHASE_TYPES:
-                profile.purchase_count += 1
-                profile.revenue = min(profile.revenue + value, SUM_MAX)
-            stat = stats.setdefault((profile.pk, event.type), [0, Decimal(0), event.timestamp, event.timestamp])
-            stat[0] += 1
-            stat[1] = min(stat[1] + value, SUM_MAX)
-            stat[2] = min(stat[2], event.timestamp)
-            stat[3] = max(stat[3], event.timestamp)
-        profile.event_count += len(items)
-        profile.first_seen_at = min(profile.first_seen_at, items[0][0].timestamp)
-        profile.last_seen_at = max(profile.last_seen_at, last_seen or profile.last_seen_at)
-    Profile.objects.bulk_update(profiles, PROFILE_AGGREGATE_FIELDS)
-    _stats_upsert(stats)
-
-
-PROFILE_AGGREGATE_FIELDS = [
-    "traits",
-    "first_seen_at",
-    "last_seen_at",
-    "event_count",
-    "session_count",
-    "purchase_count",
-    "revenue",
-    "last_source",
-    "last_device_type",
-    "last_os",
-    "last_browser",
-    "last_country",
-    "last_traffic_source",
-]
-
-
-def _stats_upsert(stats: dict[tuple[int, str], list]) -> None:
-    if not stats:
-        return
-    ops = connection.ops
-    table = ProfileEventStat._meta.db_table
-    least, greatest = ("LEAST", "GREATEST") if connection.vendor == "postgresql" else ("MIN", "MAX")
-    rows = sorted(stats.items())
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), 1000):
-            chunk = rows[start : start + 1000]
-            params: list = []
-            for (profile_id, event_type), (count, value_sum, first_at, last_at) in chunk:
-                params.extend(
-                    (
-                        profile_id,
-                        event_type,
-                        count,
-                        str(value_sum),
-                        ops.adapt_datetimefield_value(first_at),
-                        ops.adapt_datetimefield_value(last_at),
-                    )
-                )
-            cursor.execute(
-                f"INSERT INTO {table} (profile_id, event_type, count, value_sum, first_at, last_at) VALUES "
-                + ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
-                + f" ON CONFLICT (profile_id, event_type) DO UPDATE SET count = {table}.count + excluded.count, "
-                f"value_sum = {least}({table}.value_sum + excluded.value_sum, {SUM_MAX}), "
-                f"first_at = {least}({table}.first_at, excluded.first_at), "
-                f"last_at = {greatest}({table}.last_at, excluded.last_at)",
-                params,
-            )

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from io import StringIO
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def snapshot() -> dict:
 
 @pytest.mark.django_db
 def test_sqlite_and_postgres_compute_the_same_profiles(tmp_path):
-    call_command("seed_demo", visitors=30, seed=5, stdout=open(os.devnull, "w"))
+    call_command("seed_demo", visitors=30, seed=5, stdout=StringIO())
     on_postgres = json.loads(json.dumps(snapshot()))
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'embedded.sqlite3'}"

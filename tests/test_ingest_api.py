@@ -270,3 +270,71 @@ def test_visitor_reads_own_profile_with_public_key_and_anonymous_id(client_publi
     assert mine.status_code == 200 and mine.json()["event_count"] == 1
     assert other.status_code == 404
     assert client_public.get("/api/v1/profiles").status_code in (401, 403)
+
+
+def _aggregates(profile):
+    profile.refresh_from_db()
+    stats = sorted(profile.event_stats.values_list("event_type", "count", "value_sum", "first_at", "last_at"))
+    return (
+        profile.event_count,
+        profile.session_count,
+        profile.purchase_count,
+        profile.revenue,
+        profile.first_seen_at,
+        profile.last_seen_at,
+        profile.traits,
+        profile.last_device_type,
+        profile.last_traffic_source,
+        stats,
+    )
+
+
+def test_one_by_one_and_batched_ingestion_give_the_same_profile(client_public):
+    """Single events of a known visitor take a one-statement path; batches the general one."""
+    start = timezone.now() - timedelta(days=5)
+    offsets = [0, 3, 50, 47, 400, 402, 1440, 1, 3000]  # minutes; out of order on purpose
+    phone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148"
+    plan = [
+        ("page_view", {}, {}),
+        ("add_to_cart", {"price": 5}, {}),
+        ("purchase", {"revenue": "12.50"}, {"tier": "gold"}),
+        ("page_view", {}, {"name": "Ann"}),
+        ("purchase", {"revenue": 7}, {}),
+        ("page_view", {}, {}),
+        ("add_to_cart", {}, {"tier": "silver"}),
+        ("page_view", {}, {}),
+        ("purchase", {"total": 1}, {}),
+    ]
+
+    def events_for(visitor):
+        return [
+            event(
+                kind,
+                anonymous_id=visitor,
+                n=i,
+                timestamp=(start + timedelta(minutes=offsets[i])).isoformat(),
+                properties=props,
+                traits=traits or None,
+                context={"userAgent": phone} if i == 8 else {"page": {"referrer": "https://www.google.com/"}},
+            )
+            for i, (kind, props, traits) in enumerate(plan)
+        ]
+
+    for body in events_for("one-by-one"):
+        assert post(client_public, [body]).status_code == 200
+    post(client_public, events_for("batched"))
+    one = Profile.objects.get(identities__value="one-by-one")
+    batched = Profile.objects.get(identities__value="batched")
+    assert _aggregates(one) == _aggregates(batched)
+    assert one.session_count == 5 and one.purchase_count == 3 and one.revenue == Decimal("20.50")
+    assert one.last_device_type == "mobile"
+
+
+def test_retried_single_event_of_known_visitor_is_stored_once(client_public):
+    post(client_public, [event("page_view", n=1)])
+    again = event("purchase", n=2, properties={"revenue": 3})
+    assert post(client_public, [again]).json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    assert post(client_public, [again]).json() == {"accepted": 1, "duplicates": 1, "rejected": []}
+    profile = Profile.objects.get()
+    assert (profile.event_count, profile.purchase_count, profile.revenue) == (2, 1, Decimal("3.00"))
+    assert ProfileEventStat.objects.get(profile=profile, event_type="purchase").count == 1

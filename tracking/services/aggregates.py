@@ -97,48 +97,75 @@ def aggregates_apply(items: list[Item], *, source_id: int) -> None:
     _stats_upsert(stats)
 
 
-def _apply_postgres(deltas: list[ProfileDelta]) -> None:
-    table = Profile._meta.db_table
+DELTA_COLUMNS = ("source_id", "n", "starts", "purchases", "revenue", "first_at", "last_at", "traits", *LAST_FIELDS)
+DELTA_ROW = "%s, %s, %s::timestamptz[], %s, %s::numeric, %s::timestamptz, %s::timestamptz, %s::jsonb, " + ", ".join(
+    ["%s"] * len(LAST_FIELDS)
+)
+
+
+def delta_params(d: ProfileDelta) -> list:
+    """Parameters of one DELTA_ROW."""
+    params = [d.source_id, d.count, d.session_starts, d.purchases, str(d.revenue), d.first_at, d.last_at]
+    params.append(_json(d.traits))
+    params.extend(d.last.get(name, "") for name in LAST_FIELDS)
+    return params
+
+
+def profile_update_sql(*, values: str, columns: str, joins: str = "", where: str) -> str:
+    """UPDATE of profiles `p` by deltas `v` (DELTA_COLUMNS), computed from the row as stored when the
+    update runs: concurrent updates of one profile add up without reading it first."""
     gap_seconds = int(settings.INGEST_SESSION_GAP.total_seconds())
-    # "Fresh" = the profile has no stored event yet, or the batch is its newest news.
+    # "Fresh": the profile has no stored event yet, or the batch is its newest news.
     fresh = "(p.event_count = 0 OR v.last_at >= p.last_seen_at)"
     last_columns = ", ".join(
         f"last_{name} = CASE WHEN {fresh} AND v.{name} <> '' THEN v.{name} ELSE p.last_{name} END"
         for name in LAST_FIELDS
     )
-    row = (
-        "(%s, %s, %s, %s::timestamptz[], %s, %s::numeric, %s::timestamptz, %s::timestamptz, %s::jsonb, "
-        + ", ".join(["%s"] * len(LAST_FIELDS))
-        + ")"
+    return (
+        f"UPDATE {Profile._meta.db_table} AS p SET "
+        "event_count = p.event_count + v.n, "
+        "session_count = p.session_count + (SELECT count(*) FROM unnest(v.starts) AS s "
+        f"  WHERE p.event_count = 0 OR s > p.last_seen_at + make_interval(secs => {gap_seconds})), "
+        "purchase_count = p.purchase_count + v.purchases, "
+        f"revenue = LEAST(p.revenue + v.revenue, {SUM_MAX}), "
+        "first_seen_at = CASE WHEN p.event_count = 0 THEN v.first_at ELSE LEAST(p.first_seen_at, v.first_at) END, "
+        "last_seen_at = CASE WHEN p.event_count = 0 THEN v.last_at ELSE GREATEST(p.last_seen_at, v.last_at) END, "
+        "traits = p.traits || v.traits, "
+        f"last_source_id = CASE WHEN {fresh} THEN v.source_id ELSE p.last_source_id END, "
+        f"{last_columns} "
+        f"FROM (VALUES {values}) AS v({columns}){joins} WHERE {where}"
     )
+
+
+def stats_conflict_sql() -> str:
+    table = ProfileEventStat._meta.db_table
+    least, greatest = ("LEAST", "GREATEST") if connection.vendor == "postgresql" else ("MIN", "MAX")
+    return (
+        f" ON CONFLICT (profile_id, event_type) DO UPDATE SET count = {table}.count + excluded.count, "
+        f"value_sum = {least}({table}.value_sum + excluded.value_sum, {SUM_MAX}), "
+        f"first_at = {least}({table}.first_at, excluded.first_at), "
+        f"last_at = {greatest}({table}.last_at, excluded.last_at)"
+    )
+
+
+def _apply_postgres(deltas: list[ProfileDelta]) -> None:
     params: list = []
     for d in deltas:
-        params.extend(
-            (d.profile_id, d.source_id, d.count, d.session_starts, d.purchases, str(d.revenue), d.first_at, d.last_at)
-        )
-        params.append(_json(d.traits))
-        params.extend(d.last.get(name, "") for name in LAST_FIELDS)
+        params.append(d.profile_id)
+        params.extend(delta_params(d))
     with connection.cursor() as cursor:
         # Lock in id order first: concurrent batches touching the same profiles then queue instead
         # of deadlocking, and the locks are held only for the end of the transaction.
         cursor.execute(
-            f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [[d.profile_id for d in deltas]]
+            f"SELECT id FROM {Profile._meta.db_table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+            [[d.profile_id for d in deltas]],
         )
         cursor.execute(
-            f"UPDATE {table} AS p SET "
-            "event_count = p.event_count + v.n, "
-            "session_count = p.session_count + (SELECT count(*) FROM unnest(v.starts) AS s "
-            f"  WHERE p.event_count = 0 OR s > p.last_seen_at + make_interval(secs => {gap_seconds})), "
-            "purchase_count = p.purchase_count + v.purchases, "
-            f"revenue = LEAST(p.revenue + v.revenue, {SUM_MAX}), "
-            "first_seen_at = CASE WHEN p.event_count = 0 THEN v.first_at ELSE LEAST(p.first_seen_at, v.first_at) END, "
-            "last_seen_at = CASE WHEN p.event_count = 0 THEN v.last_at ELSE GREATEST(p.last_seen_at, v.last_at) END, "
-            "traits = p.traits || v.traits, "
-            f"last_source_id = CASE WHEN {fresh} THEN v.source_id ELSE p.last_source_id END, "
-            f"{last_columns} "
-            f"FROM (VALUES {', '.join([row] * len(deltas))}) AS v(id, source_id, n, starts, purchases, revenue, "
-            f"first_at, last_at, traits, {', '.join(LAST_FIELDS)}) "
-            "WHERE p.id = v.id",
+            profile_update_sql(
+                values=", ".join([f"(%s, {DELTA_ROW})"] * len(deltas)),
+                columns="id, " + ", ".join(DELTA_COLUMNS),
+                where="p.id = v.id",
+            ),
             params,
         )
 
@@ -189,7 +216,6 @@ def _stats_upsert(stats: dict[tuple[int, str], list]) -> None:
         return
     ops = connection.ops
     table = ProfileEventStat._meta.db_table
-    least, greatest = ("LEAST", "GREATEST") if connection.vendor == "postgresql" else ("MIN", "MAX")
     rows = sorted(stats.items())
     with connection.cursor() as cursor:
         for start in range(0, len(rows), 1000):
@@ -209,9 +235,6 @@ def _stats_upsert(stats: dict[tuple[int, str], list]) -> None:
             cursor.execute(
                 f"INSERT INTO {table} (profile_id, event_type, count, value_sum, first_at, last_at) VALUES "
                 + ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
-                + f" ON CONFLICT (profile_id, event_type) DO UPDATE SET count = {table}.count + excluded.count, "
-                f"value_sum = {least}({table}.value_sum + excluded.value_sum, {SUM_MAX}), "
-                f"first_at = {least}({table}.first_at, excluded.first_at), "
-                f"last_at = {greatest}({table}.last_at, excluded.last_at)",
+                + stats_conflict_sql(),
                 params,
             )

@@ -21,9 +21,18 @@ from django.utils import timezone
 
 from tracking import wire
 from tracking.enrich import Enrichment, enrich
-from tracking.models import Event, Source
-from tracking.services.aggregates import Item, aggregates_apply
-from tracking.services.identity import identity_hash, profiles_resolve
+from tracking.models import Event, Identity, ProfileEventStat, Source
+from tracking.services.aggregates import (
+    DELTA_COLUMNS,
+    DELTA_ROW,
+    Item,
+    aggregates_apply,
+    delta_params,
+    deltas_build,
+    profile_update_sql,
+    stats_conflict_sql,
+)
+from tracking.services.identity import event_keys, identity_hash, profiles_resolve
 from tracking.services.rejections import rejection_count
 
 logger = logging.getLogger(__name__)
@@ -121,6 +130,12 @@ def events_ingest(
         unique.setdefault(event.message_id, event)
     batch = list(unique.values())
     prepared = [(event, _enrich(event, meta)) for event in batch]
+    if len(prepared) == 1 and connection.vendor == "postgresql":
+        inserted = _store_known_visitor(source, *prepared[0], received_at)
+        if inserted is not None:
+            result.accepted = len(events)
+            result.duplicates = len(events) - inserted
+            return result
     for attempt in range(RETRIES):
         try:
             with transaction.atomic():
@@ -181,57 +196,79 @@ def _store(source: Source, prepared: list[tuple[wire.EventIn, Enrichment]], rece
     profile_of = profiles_resolve([event for event, _ in prepared])
     inserted_ids = _events_insert(source, prepared, profile_of, received_at)
     fresh = [(event, enrichment) for event, enrichment in prepared if event.message_id in inserted_ids]
-    aggregates_apply(
-        [
-            Item(
-                profile_id=profile_of[event.index],
-                type=event.type,
-                timestamp=event.timestamp,
-                value=_event_value(event.properties),
-                traits=_stored_traits(event.traits) if event.traits else event.traits,
-                context={
-                    "device_type": e.device_type,
-                    "os": e.os,
-                    "browser": e.browser,
-                    "country": e.country,
-                    "traffic_source": e.traffic_source,
-                },
-            )
-            for event, e in fresh
-        ],
-        source_id=source.pk,
-    )
+    aggregates_apply([_item(profile_of[event.index], event, e) for event, e in fresh], source_id=source.pk)
     return len(fresh)
+
+
+EVENT_COLUMNS = (
+    "source_id",
+    "profile_id",
+    "message_id",
+    "kind",
+    "type",
+    "anonymous_id",
+    "user_hash",
+    "timestamp",
+    "received_at",
+    "properties",
+    "context",
+    "value",
+    "device_type",
+    "os",
+    "browser",
+    "country",
+    "traffic_source",
+    "local_hour",
+    "local_weekday",
+    "ip_truncated",
+)
+EVENT_CASTS = {
+    "timestamp": "timestamptz",
+    "received_at": "timestamptz",
+    "properties": "jsonb",
+    "context": "jsonb",
+    "value": "numeric",
+    "local_hour": "smallint",
+    "local_weekday": "smallint",
+    "ip_truncated": "inet",
+}
+
+
+def _event_params(source: Source, profile_id: int | None, event: wire.EventIn, e: Enrichment, received) -> list:
+    """Values of EVENT_COLUMNS for one event."""
+    properties = event.properties
+    if event.kind == "identify" and event.traits:
+        properties = {**properties, "traits": _stored_traits(event.traits)}
+    value = _event_value(event.properties)
+    return [
+        source.pk,
+        profile_id,
+        event.message_id,
+        event.kind,
+        event.type,
+        event.anonymous_id,
+        identity_hash(event.user_id) if event.user_id else "",
+        connection.ops.adapt_datetimefield_value(event.timestamp),
+        received,
+        json.dumps(properties, ensure_ascii=False, default=str),
+        json.dumps(_stored_context(event.context, e), ensure_ascii=False, default=str),
+        None if value is None else str(value),
+        e.device_type,
+        e.os,
+        e.browser,
+        e.country,
+        e.traffic_source,
+        e.local_hour,
+        e.local_weekday,
+        e.ip_truncated,
+    ]
 
 
 def _events_insert(
     source: Source, prepared: list[tuple[wire.EventIn, Enrichment]], profile_of: dict[int, int], received_at: datetime
 ) -> set[str]:
-    ops = connection.ops
-    received = ops.adapt_datetimefield_value(received_at)
-    columns = (
-        "source_id",
-        "profile_id",
-        "message_id",
-        "kind",
-        "type",
-        "anonymous_id",
-        "user_hash",
-        "timestamp",
-        "received_at",
-        "properties",
-        "context",
-        "value",
-        "device_type",
-        "os",
-        "browser",
-        "country",
-        "traffic_source",
-        "local_hour",
-        "local_weekday",
-        "ip_truncated",
-    )
-    row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    received = connection.ops.adapt_datetimefield_value(received_at)
+    row_sql = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
     table = Event._meta.db_table
     inserted: set[str] = set()
     with connection.cursor() as cursor:
@@ -239,38 +276,73 @@ def _events_insert(
             chunk = prepared[start : start + INSERT_CHUNK]
             params: list = []
             for event, e in chunk:
-                properties = event.properties
-                if event.kind == "identify" and event.traits:
-                    properties = {**properties, "traits": _stored_traits(event.traits)}
-                value = _event_value(event.properties)
-                params.extend(
-                    (
-                        source.pk,
-                        profile_of[event.index],
-                        event.message_id,
-                        event.kind,
-                        event.type,
-                        event.anonymous_id,
-                        identity_hash(event.user_id) if event.user_id else "",
-                        ops.adapt_datetimefield_value(event.timestamp),
-                        received,
-                        json.dumps(properties, ensure_ascii=False, default=str),
-                        json.dumps(_stored_context(event.context, e), ensure_ascii=False, default=str),
-                        None if value is None else str(value),
-                        e.device_type,
-                        e.os,
-                        e.browser,
-                        e.country,
-                        e.traffic_source,
-                        e.local_hour,
-                        e.local_weekday,
-                        e.ip_truncated,
-                    )
-                )
+                params.extend(_event_params(source, profile_of[event.index], event, e, received))
             cursor.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row_sql] * len(chunk))} "
+                f"INSERT INTO {table} ({', '.join(EVENT_COLUMNS)}) VALUES {', '.join([row_sql] * len(chunk))} "
                 "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING message_id",
                 params,
             )
             inserted.update(row[0] for row in cursor.fetchall())
     return inserted
+
+
+def _item(profile_id: int, event: wire.EventIn, e: Enrichment) -> Item:
+    return Item(
+        profile_id=profile_id,
+        type=event.type,
+        timestamp=event.timestamp,
+        value=_event_value(event.properties),
+        traits=_stored_traits(event.traits) if event.traits else event.traits,
+        context={
+            "device_type": e.device_type,
+            "os": e.os,
+            "browser": e.browser,
+            "country": e.country,
+            "traffic_source": e.traffic_source,
+        },
+    )
+
+
+def _store_known_visitor(source: Source, event: wire.EventIn, e: Enrichment, received_at: datetime) -> int | None:
+    """The common case in one statement (Postgres): a single event of a visitor whose identifiers are
+    all known and name one profile. The event, the profile's aggregates and the per-type stats are
+    written by one atomic statement with data-modifying CTEs. Returns how many events were stored
+    (0: a duplicate), or None when this visitor needs the general path (new identifiers, a merge,
+    an alias)."""
+    keys = event_keys(event)
+    if event.previous_id or not keys:
+        return None
+    (delta,), stats = deltas_build([_item(0, event, e)], source_id=source.pk)
+    ((_, event_type), (_, value_sum, first_at, last_at)) = next(iter(stats.items()))
+    match = " OR ".join(["(kind = %s AND value = %s)"] * len(keys))
+    select = ", ".join(
+        "target.id" if column == "profile_id" else f"%s::{EVENT_CASTS[column]}" if column in EVENT_CASTS else "%s"
+        for column in EVENT_COLUMNS
+    )
+    row = _event_params(source, None, event, e, connection.ops.adapt_datetimefield_value(received_at))
+    row.pop(EVENT_COLUMNS.index("profile_id"))
+    sql = (
+        f"WITH ident AS (SELECT profile_id FROM {Identity._meta.db_table} WHERE {match}), "
+        "target AS (SELECT min(profile_id) AS id FROM ident HAVING count(*) = %s AND count(DISTINCT profile_id) = 1), "
+        f"ins AS (INSERT INTO {Event._meta.db_table} ({', '.join(EVENT_COLUMNS)}) SELECT {select} FROM target "
+        "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING profile_id), "
+        "upd AS ("
+        + profile_update_sql(
+            values=f"({DELTA_ROW})", columns=", ".join(DELTA_COLUMNS), joins=", ins", where="p.id = ins.profile_id"
+        )
+        + " RETURNING p.id), "
+        f"st AS (INSERT INTO {ProfileEventStat._meta.db_table} "
+        "(profile_id, event_type, count, value_sum, first_at, last_at) "
+        "SELECT ins.profile_id, %s, 1, %s::numeric, %s::timestamptz, %s::timestamptz FROM ins"
+        + stats_conflict_sql()
+        + ") SELECT (SELECT id FROM target), (SELECT count(*) FROM ins)"
+    )
+    params: list = [part for key in keys for part in key]
+    params.append(len(keys))
+    params.extend(row)
+    params.extend(delta_params(delta))
+    params.extend([event_type, str(value_sum), first_at, last_at])
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        target, inserted = cursor.fetchone()
+    return None if target is None else inserted

@@ -391,6 +391,7 @@ def wrk_phase(
     stores: bool = True,
     events_per_request: int = 1,
     verbose: bool = False,
+    fresh: bool = False,
 ) -> PhaseResult:
     """Run one wrk phase to its budget or soft deadline; SIGINT wrk once every thread is done.
 
@@ -425,6 +426,7 @@ def wrk_phase(
         f"marker={marker}",
         f"pool={VISITOR_POOL}",
         f"batch={BATCH_SIZE}",
+        f"fresh={int(fresh)}",
     ]
     out_path = workdir / f"{prefix}.wrk.txt"
     with out_path.open("w") as out:
@@ -726,10 +728,25 @@ class Run:
     profiles: list[str] = field(default_factory=list)
     server_log: dict = field(default_factory=dict)
     probe_events: int = 0
+    seeded_events: int = 0
     load: list[float] = field(default_factory=list)
 
-    def phase(self, server, script, name, label, prefix, budget, *, stores=True, events_per_request=1, connections=0):
+    def phase(
+        self,
+        server,
+        script,
+        name,
+        label,
+        prefix,
+        budget,
+        *,
+        stores=True,
+        events_per_request=1,
+        connections=0,
+        fresh=False,
+    ):
         result = wrk_phase(
+            fresh=fresh,
             server=server,
             script=script,
             name=name,
@@ -754,6 +771,36 @@ class Run:
         return result
 
 
+def seed_pool(run: Run, server: GunicornServer) -> None:
+    """One event for every visitor of the pool, before the measured phases: the single-event phase
+    then measures returning visitors (the common case on a live site), and `single, new` measures
+    first visits apart. Sent in batches of 100; counted in the stored check."""
+    auth = base64.b64encode(f"{run.write_key}:".encode()).decode()
+    started = time.monotonic()
+    for first in range(1, VISITOR_POOL + 1, 100):
+        batch = [
+            {
+                "type": "track",
+                "event": "Product Viewed",
+                "anonymousId": f"{POOL_ID}{n:012d}",
+                "messageId": f"seed:{n}",
+                "properties": {"sku": "sku-0001", "price": 10},
+            }
+            for n in range(first, min(first + 100, VISITOR_POOL + 1))
+        ]
+        request = urllib.request.Request(
+            server.url + "/v1/batch",
+            data=json.dumps({"batch": batch}).encode(),
+            headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            if answer.status != 200:
+                raise SystemExit(f"seeding the visitor pool failed: HTTP {answer.status}")
+        run.seeded_events += len(batch)
+    if not run.args.quiet:
+        print(f"  seeded {VISITOR_POOL:,} visitors in {time.monotonic() - started:.1f} s (not measured)", flush=True)
+
+
 def setup(run: Run) -> None:
     database_create()
     redis_flush()
@@ -769,8 +816,10 @@ def measure(run: Run) -> None:
         server.start()
         run.phase(server, "floor.lua", "floor warm-up", "", "floor.warm", plan.warm_floor, stores=False)
         run.phase(server, "floor.lua", "floor", "POST /bench/floor", "floor", plan.floor, stores=False)
+        seed_pool(run, server)
         run.phase(server, "track.lua", "single warm-up", "", "single.warm", plan.warm_single)
         run.phase(server, "track.lua", "single", "POST /v1/track", "single", plan.single)
+        run.phase(server, "track.lua", "single, new", "POST /v1/track (new)", "single.new", plan.single, fresh=True)
         batch = f"POST /v1/batch ×{BATCH_SIZE}"
         n = BATCH_SIZE
         run.phase(server, "batch.lua", "batch warm-up", "", "batch.warm", plan.warm_batch, events_per_request=n)
@@ -864,6 +913,7 @@ def verdict(ok: bool) -> str:
 def report(run: Run, counts: dict) -> bool:
     by_name = {p.name: p for p in run.phases}
     floor, single, batch = by_name["floor"], by_name["single"], by_name["batch"]
+    new = by_name.get("single, new")
     out = []
     out.append("")
     out.append(f"Ingestion benchmark ({run.plan.name} run) — {os.cpu_count()} cores, load from wrk on {HOST}")
@@ -875,31 +925,39 @@ def report(run: Run, counts: dict) -> bool:
     )
     out.append(
         f"  load:   wrk -t{run.args.connections} -c{run.args.connections} (one connection per thread), "
-        f"visitors drawn from a pool of {VISITOR_POOL:,}; batches of {BATCH_SIZE}"
+        f"visitors drawn from a pool of {VISITOR_POOL:,} (seeded first), or new; batches of {BATCH_SIZE}"
     )
     out.append("")
     header = (
-        f"  {'phase':<8} {'endpoint':<22} {'requests':>9} {'secs':>6} {'req/s':>9} {'events/s':>10} "
+        f"  {'phase':<11} {'endpoint':<24} {'requests':>9} {'secs':>6} {'req/s':>9} {'events/s':>10} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'2xx':>8} {'non-2xx':>8}  ended by"
     )
     out.append(header)
     out.append("  " + "-" * (len(header) - 2))
-    for phase in (floor, single, batch):
+    for phase in (p for p in (floor, single, new, batch) if p is not None):
         lat = phase["latency_ms"]
         events = f"{phase.events_per_s:10,.0f}" if phase.stores else f"{'(none)':>10}"
         out.append(
-            f"  {phase.name:<8} {phase.label:<22} {phase['answered']:>9,} {phase.elapsed:6.1f} {phase.req_per_s:9,.1f} "
+            f"  {phase.name:<11} {phase.label:<24} {phase['answered']:>9,} {phase.elapsed:6.1f} {phase.req_per_s:9,.1f} "
             f"{events} {lat['p50']:8.2f} {lat['p99']:8.2f} {phase['ok']:>8,} {phase['bad']:>8,}  {phase.ended_by}"
         )
     ratio = single.req_per_s / floor.req_per_s if floor.req_per_s else 0.0
     out.append("")
-    out.append(f"  single-event / floor: {ratio:.2f} ({single.req_per_s:,.1f} / {floor.req_per_s:,.1f} req/s)")
+    out.append(
+        f"  single-event / floor: {ratio:.2f} ({single.req_per_s:,.1f} / {floor.req_per_s:,.1f} req/s; "
+        "returning visitors, the goal's measure)"
+    )
+    if new is not None and floor.req_per_s:
+        out.append(
+            f"  single-event, new visitors / floor: {new.req_per_s / floor.req_per_s:.2f} "
+            f"({new.req_per_s:,.1f} req/s, p99 {new['latency_ms']['p99']:.1f} ms)"
+        )
     out.append("")
 
     stored_phases = [p for p in run.phases if p.stores]
-    answered_events = sum(p["ok_events"] for p in stored_phases) + run.probe_events
+    answered_events = sum(p["ok_events"] for p in stored_phases) + run.probe_events + run.seeded_events
     in_flight_events = sum(p.in_flight * p.events_per_request for p in stored_phases)
-    accepted = sum(p["accepted"] for p in stored_phases) + run.probe_events
+    accepted = sum(p["accepted"] for p in stored_phases) + run.probe_events + run.seeded_events
     duplicates_reported = sum(p["duplicates"] for p in stored_phases)
     rejected = sum(p["rejected"] for p in stored_phases)
     total, distinct = counts["total"], counts["distinct"]
@@ -937,6 +995,8 @@ def report(run: Run, counts: dict) -> bool:
     per_phase = ", ".join(
         f"{p.prefix} {counts['by_prefix'].get(p.prefix, 0):,}/{p['ok_events']:,}" for p in stored_phases
     )
+    if run.seeded_events:
+        per_phase += f", seed {counts['by_prefix'].get('seed', 0):,}/{run.seeded_events:,}"
     if run.probe_events:
         per_phase += f", probe {counts['by_prefix'].get('probe', 0):,}/{run.probe_events:,}"
     exact = "" if not in_flight_events else f" (+ up to {in_flight_events:,} in flight at the hard cap)"

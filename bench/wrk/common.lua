@@ -59,6 +59,7 @@ local armed = false -- set by delay(), which wrk calls before each request of a 
 local outstanding = nil -- "real", "filler" or nil
 local sent_at = 0
 pz_prefix, pz_pool, pz_batch, pz_events_per_request = "x", 5000, 100, 1
+pz_fresh = false  -- fresh=1: every event from a visitor never seen before
 
 function init(args)
   for _, arg in ipairs(args) do
@@ -69,6 +70,7 @@ function init(args)
     elseif key == "marker" then marker = value
     elseif key == "pool" then pz_pool = tonumber(value)
     elseif key == "batch" then pz_batch = tonumber(value)
+    elseif key == "fresh" then pz_fresh = (value == "1")
     end
   end
   math.randomseed(pz_tid * 7919 + os.time())

@@ -14,7 +14,13 @@ local USER_AGENTS = {
   "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0",
 }
 
+local fresh_counter = 0
+
 function pz_anonymous_id()
+  if pz_fresh then
+    fresh_counter = fresh_counter + 1
+    return string.format("new-%s-%d-%d", pz_prefix, pz_tid, fresh_counter)
+  end
   return string.format("6f1d2c3b-0000-4000-8000-%012d", math.random(pz_pool))
 end
 

@@ -938,8 +938,9 @@ def report(run: Run, counts: dict) -> bool:
         lat = phase["latency_ms"]
         events = f"{phase.events_per_s:10,.0f}" if phase.stores else f"{'(none)':>10}"
         out.append(
-            f"  {phase.name:<11} {phase.label:<24} {phase['answered']:>9,} {phase.elapsed:6.1f} {phase.req_per_s:9,.1f} "
-            f"{events} {lat['p50']:8.2f} {lat['p99']:8.2f} {phase['ok']:>8,} {phase['bad']:>8,}  {phase.ended_by}"
+            f"  {phase.name:<11} {phase.label:<24} {phase['answered']:>9,} {phase.elapsed:6.1f} "
+            f"{phase.req_per_s:9,.1f} {events} {lat['p50']:8.2f} {lat['p99']:8.2f} "
+            f"{phase['ok']:>8,} {phase['bad']:>8,}  {phase.ended_by}"
         )
     ratio = single.req_per_s / floor.req_per_s if floor.req_per_s else 0.0
     out.append("")

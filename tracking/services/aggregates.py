@@ -98,8 +98,10 @@ def aggregates_apply(items: list[Item], *, source_id: int) -> None:
 
 
 DELTA_COLUMNS = ("source_id", "n", "starts", "purchases", "revenue", "first_at", "last_at", "traits", *LAST_FIELDS)
-DELTA_ROW = "%s, %s, %s::timestamptz[], %s, %s::numeric, %s::timestamptz, %s::timestamptz, %s::jsonb, " + ", ".join(
-    ["%s"] * len(LAST_FIELDS)
+# Every value typed, so that the row also works as a prepared statement's parameters.
+DELTA_ROW = (
+    "%s::bigint, %s::int, %s::timestamptz[], %s::int, %s::numeric, %s::timestamptz, %s::timestamptz, %s::jsonb, "
+    + ", ".join(["%s::text"] * len(LAST_FIELDS))
 )
 
 

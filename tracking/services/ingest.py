@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from personalization.db import execute_prepared
 from tracking import wire
 from tracking.enrich import Enrichment, enrich
 from tracking.models import Event, Identity, ProfileEventStat, Source
@@ -223,6 +224,17 @@ EVENT_COLUMNS = (
     "ip_truncated",
 )
 EVENT_CASTS = {
+    "source_id": "bigint",
+    "message_id": "text",
+    "kind": "text",
+    "type": "text",
+    "anonymous_id": "text",
+    "user_hash": "text",
+    "device_type": "text",
+    "os": "text",
+    "browser": "text",
+    "country": "text",
+    "traffic_source": "text",
     "timestamp": "timestamptz",
     "received_at": "timestamptz",
     "properties": "jsonb",
@@ -316,8 +328,7 @@ def _store_known_visitor(source: Source, event: wire.EventIn, e: Enrichment, rec
     ((_, event_type), (_, value_sum, first_at, last_at)) = next(iter(stats.items()))
     match = " OR ".join(["(kind = %s AND value = %s)"] * len(keys))
     select = ", ".join(
-        "target.id" if column == "profile_id" else f"%s::{EVENT_CASTS[column]}" if column in EVENT_CASTS else "%s"
-        for column in EVENT_COLUMNS
+        "target.id" if column == "profile_id" else f"%s::{EVENT_CASTS[column]}" for column in EVENT_COLUMNS
     )
     row = _event_params(source, None, event, e, connection.ops.adapt_datetimefield_value(received_at))
     row.pop(EVENT_COLUMNS.index("profile_id"))
@@ -333,7 +344,7 @@ def _store_known_visitor(source: Source, event: wire.EventIn, e: Enrichment, rec
         + " RETURNING p.id), "
         f"st AS (INSERT INTO {ProfileEventStat._meta.db_table} "
         "(profile_id, event_type, count, value_sum, first_at, last_at) "
-        "SELECT ins.profile_id, %s, 1, %s::numeric, %s::timestamptz, %s::timestamptz FROM ins"
+        "SELECT ins.profile_id, %s::text, 1, %s::numeric, %s::timestamptz, %s::timestamptz FROM ins"
         + stats_conflict_sql()
         + ") SELECT (SELECT id FROM target), (SELECT count(*) FROM ins)"
     )
@@ -343,6 +354,6 @@ def _store_known_visitor(source: Source, event: wire.EventIn, e: Enrichment, rec
     params.extend(delta_params(delta))
     params.extend([event_type, str(value_sum), first_at, last_at])
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        execute_prepared(cursor, sql, params)
         target, inserted = cursor.fetchone()
     return None if target is None else inserted

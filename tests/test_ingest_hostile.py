@@ -84,8 +84,8 @@ def now_iso(delta: timedelta = timedelta(0)) -> str:
 
 # --- strategies ----------------------------------------------------------------------------------------------------
 
-# Lone UTF-16 surrogates, NaN and infinities, and the keys `location` and `revenue` are generated
-# too: each once crashed the server (see the explicit tests at the end).
+# Lone UTF-16 surrogates and the keys `location` and `revenue` are generated too: each once crashed
+# the server. NaN and infinities (JSON extensions that some encoders emit) have explicit tests at the end.
 
 TRICKY_STRINGS = [
     "\ud800",
@@ -160,7 +160,7 @@ keys = st.text(max_size=12) | st.sampled_from([*FIELD_NAMES, "location", "revenu
 numbers = (
     st.integers(min_value=-(10**40), max_value=10**40)
     | st.sampled_from([2**63, -(2**63) - 1, 10**4000, -(10**300)])
-    | st.floats()
+    | st.floats(allow_nan=False, allow_infinity=False)  # NaN and infinities: explicit tests below
 )
 scalars = st.none() | st.booleans() | numbers | texts
 json_values = st.recursive(

@@ -91,10 +91,10 @@ def aggregates_apply(items: list[Item], *, source_id: int) -> None:
     if not deltas:
         return
     if connection.vendor == "postgresql":
-        _apply_postgres(deltas)
+        _apply_postgres(deltas, stats)
     else:
         _apply_orm(deltas)
-    _stats_upsert(stats)
+        _stats_upsert(stats)
 
 
 DELTA_COLUMNS = ("source_id", "n", "starts", "purchases", "revenue", "first_at", "last_at", "traits", *LAST_FIELDS)
@@ -150,11 +150,13 @@ def stats_conflict_sql() -> str:
     )
 
 
-def _apply_postgres(deltas: list[ProfileDelta]) -> None:
+def _apply_postgres(deltas: list[ProfileDelta], stats: dict[tuple[int, str], list]) -> None:
     params: list = []
     for d in deltas:
         params.append(d.profile_id)
         params.extend(delta_params(d))
+    stat_rows, stat_params = _stat_rows(stats)
+    params.extend(stat_params)
     with connection.cursor() as cursor:
         # Lock in id order first: concurrent batches touching the same profiles then queue instead
         # of deadlocking, and the locks are held only for the end of the transaction.
@@ -162,12 +164,16 @@ def _apply_postgres(deltas: list[ProfileDelta]) -> None:
             f"SELECT id FROM {Profile._meta.db_table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
             [[d.profile_id for d in deltas]],
         )
+        # Profiles and per-type stats in one statement: one round trip less while the locks are held.
         cursor.execute(
-            profile_update_sql(
+            "WITH upd AS ("
+            + profile_update_sql(
                 values=", ".join([f"(%s, {DELTA_ROW})"] * len(deltas)),
                 columns="id, " + ", ".join(DELTA_COLUMNS),
                 where="p.id = v.id",
-            ),
+            )
+            + f" RETURNING p.id) INSERT INTO {ProfileEventStat._meta.db_table} "
+            f"(profile_id, event_type, count, value_sum, first_at, last_at) VALUES {stat_rows}" + stats_conflict_sql(),
             params,
         )
 
@@ -213,30 +219,29 @@ def _json(value: dict) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _stats_upsert(stats: dict[tuple[int, str], list]) -> None:
-    if not stats:
-        return
+def _stat_rows(stats: dict[tuple[int, str], list]) -> tuple[str, list]:
+    """VALUES rows and parameters of per-type stats, in (profile, type) order: one lock order everywhere."""
     ops = connection.ops
-    table = ProfileEventStat._meta.db_table
-    rows = sorted(stats.items())
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), 1000):
-            chunk = rows[start : start + 1000]
-            params: list = []
-            for (profile_id, event_type), (count, value_sum, first_at, last_at) in chunk:
-                params.extend(
-                    (
-                        profile_id,
-                        event_type,
-                        count,
-                        str(value_sum),
-                        ops.adapt_datetimefield_value(first_at),
-                        ops.adapt_datetimefield_value(last_at),
-                    )
-                )
-            cursor.execute(
-                f"INSERT INTO {table} (profile_id, event_type, count, value_sum, first_at, last_at) VALUES "
-                + ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
-                + stats_conflict_sql(),
-                params,
+    params: list = []
+    for (profile_id, event_type), (count, value_sum, first_at, last_at) in sorted(stats.items()):
+        params.extend(
+            (
+                profile_id,
+                event_type,
+                count,
+                str(value_sum),
+                ops.adapt_datetimefield_value(first_at),
+                ops.adapt_datetimefield_value(last_at),
             )
+        )
+    return ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(stats)), params
+
+
+def _stats_upsert(stats: dict[tuple[int, str], list]) -> None:
+    rows, params = _stat_rows(stats)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {ProfileEventStat._meta.db_table} (profile_id, event_type, count, value_sum, first_at, "
+            f"last_at) VALUES {rows}" + stats_conflict_sql(),
+            params,
+        )

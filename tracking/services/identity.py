@@ -61,11 +61,16 @@ def _identities_fetch(keys: Iterable[Key]) -> dict[Key, int]:
         by_kind.setdefault(kind, set()).add(value)
     if not by_kind:
         return {}
-    where = " OR ".join(["(kind = %s AND value IN (" + ", ".join(["%s"] * len(v)) + "))" for v in by_kind.values()])
     params: list = []
-    for kind, values in by_kind.items():
-        params.append(kind)
-        params.extend(values)
+    if connection.vendor == "postgresql":
+        where = " OR ".join(["(kind = %s AND value = ANY(%s))"] * len(by_kind))
+        for kind, values in by_kind.items():
+            params.extend((kind, list(values)))
+    else:
+        where = " OR ".join(f"(kind = %s AND value IN ({', '.join(['%s'] * len(v))}))" for v in by_kind.values())
+        for kind, values in by_kind.items():
+            params.append(kind)
+            params.extend(values)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT kind, value, profile_id FROM {Identity._meta.db_table} WHERE {where}", params)
         return {(kind, value): profile_id for kind, value, profile_id in cursor.fetchall()}

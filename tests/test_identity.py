@@ -166,3 +166,35 @@ def test_concurrent_first_events_of_one_visitor_make_one_profile(source):
     assert Profile.objects.count() == 1
     profile = Profile.objects.get()
     assert profile.event_count == 30 == Event.objects.count()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_single_events_of_one_new_visitor_make_one_profile(source):
+    from rest_framework.test import APIClient
+
+    errors = []
+
+    def worker(n):
+        try:
+            client = APIClient()
+            client.credentials(HTTP_X_WRITE_KEY=source.write_key)
+            for i in range(4):
+                body = {"events": [event("page_view", anonymous_id="first-visit", user_id="u-race", n=n * 10 + i)]}
+                response = client.post("/api/v1/events", body, format="json")
+                assert response.status_code == 200, response.content
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    profile = Profile.objects.get()
+    assert profile.event_count == 24 == Event.objects.count()
+    assert profile.session_count == 1
+    assert sorted(profile.identities.values_list("kind", flat=True)) == ["anonymous", "user"]
+    assert not ProfileMerge.objects.exists()

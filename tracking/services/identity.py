@@ -55,7 +55,7 @@ def alias_keys(previous_id: str) -> list[Key]:
     return [(Identity.Kind.USER, identity_hash(previous_id)), (Identity.Kind.ANONYMOUS, previous_id)]
 
 
-def _identities_fetch(keys: Iterable[Key]) -> dict[Key, int]:
+def identities_fetch(keys: Iterable[Key]) -> dict[Key, int]:
     by_kind: dict[str, set[str]] = {}
     for kind, value in keys:
         by_kind.setdefault(kind, set()).add(value)
@@ -76,7 +76,7 @@ def _identities_fetch(keys: Iterable[Key]) -> dict[Key, int]:
         return {(kind, value): profile_id for kind, value, profile_id in cursor.fetchall()}
 
 
-def _identities_claim(keys: set[Key]) -> None:
+def identities_claim(keys: set[Key]) -> None:
     """Hold a transaction lock per identifier about to be created (Postgres), in a fixed order, so two
     requests bringing the same new visitor wait for each other instead of both creating a profile."""
     if not keys or connection.vendor != "postgresql":
@@ -137,11 +137,11 @@ def profiles_resolve(events: list[EventIn]) -> dict[int, int]:
         previous = alias_keys(event.previous_id) if event.previous_id else []
         per_event.append((event, keys, previous))
         wanted.extend(keys + previous)
-    owner = _identities_fetch(wanted)
+    owner = identities_fetch(wanted)
     missing = set(wanted) - set(owner)
     if missing:
-        _identities_claim(missing)
-        owner.update(_identities_fetch(missing))
+        identities_claim(missing)
+        owner.update(identities_fetch(missing))
     state = _Resolution(owner=owner)
     known_before = set(state.owner)
     event_token: dict[int, int] = {}

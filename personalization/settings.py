@@ -164,6 +164,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "personalization.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "PAGE_SIZE": 50,
+    # ASCII escapes in answers: an echoed bad value (a lone UTF-16 surrogate) can never break the encoder.
+    "UNICODE_JSON": False,
 }
 
 SPECTACULAR_SETTINGS = {

@@ -231,6 +231,11 @@ def bodies(draw, endpoint: str):
     return draw(segment_calls | json_values)
 
 
+def post_json(api, endpoint: str, body):
+    """JSON with ASCII escapes, as browsers and SDKs send it: a lone surrogate travels as \\udXXX."""
+    return api.post(endpoint, json.dumps(body), content_type="application/json")
+
+
 # --- properties: never a server error ------------------------------------------------------------------------------
 
 
@@ -490,7 +495,7 @@ def assemble(flavour: str, goods: list[dict], bads: list[tuple], rnd) -> Batch:
 def test_mixed_batch_stores_every_good_event_and_names_every_bad_one(api, source, flavour, batch):
     sent = assemble(flavour, *batch.draw(mixed_batches(flavour), label="goods, bads, order"))
 
-    response = api.post(sent.endpoint, sent.body, format="json")
+    response = post_json(api, sent.endpoint, sent.body)
 
     answer = assert_well_formed(response)
     assert response.status_code == sent.expected_status(), answer
@@ -510,12 +515,12 @@ def test_mixed_batch_stores_every_good_event_and_names_every_bad_one(api, source
 @given(batch=st.data())
 def test_retrying_a_batch_stores_nothing_more_and_reports_the_duplicates(api, source, flavour, batch):
     sent = assemble(flavour, *batch.draw(mixed_batches(flavour), label="goods, bads, order"))
-    first = api.post(sent.endpoint, sent.body, format="json")
+    first = post_json(api, sent.endpoint, sent.body)
     assert_well_formed(first)
     events_before = Event.objects.filter(source=source).count()
     profile_events_before = sum(Profile.objects.values_list("event_count", flat=True))
 
-    again = api.post(sent.endpoint, sent.body, format="json")
+    again = post_json(api, sent.endpoint, sent.body)
 
     answer = assert_well_formed(again)
     assert again.status_code == first.status_code == sent.expected_status()
@@ -779,3 +784,15 @@ def test_a_write_key_with_a_nul_character_is_an_unknown_key(source, where):
 
     assert_well_formed(response)
     assert response.status_code == 401
+
+
+def test_a_rejected_message_id_with_a_lone_surrogate_is_echoed_safely(api, source):
+    good = event(n=7)
+    raw = json.dumps({"events": [{"type": "x", "message_id": "\ud800"}, good]})
+
+    response = api.post("/api/v1/events", raw, content_type="application/json")
+
+    body = assert_well_formed(response)
+    assert response.status_code == 207
+    assert body["rejected"][0]["message_id"] == "\ud800"
+    assert stored(source, [good["message_id"]]) == {good["message_id"]}

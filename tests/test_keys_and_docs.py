@@ -126,6 +126,7 @@ def test_changing_a_sources_origins_in_admin_applies_at_once(
             {
                 "name": source.name,
                 "allowed_origins": '["https://shop.example", "https://new.example/"]',
+                "pii_denylist": "[]",
                 "cookie_days": 395,
                 "is_active": "on",
                 "secret_keys-TOTAL_FORMS": 0,

@@ -39,7 +39,18 @@ class SourceAdmin(ModelAdmin):
     search_fields = ["name", "write_key"]
     list_filter = ["is_active"]
     readonly_fields = ["write_key", "created_at", "snippet", "rejections"]
-    fields = ["name", "allowed_origins", "cookie_days", "is_active", "write_key", "snippet", "rejections", "created_at"]
+    fields = [
+        "name",
+        "allowed_origins",
+        "pii_denylist",
+        "phone_region",
+        "cookie_days",
+        "is_active",
+        "write_key",
+        "snippet",
+        "rejections",
+        "created_at",
+    ]
     inlines = [SecretKeyInline]
     actions = ["create_secret_key"]
     actions_detail = ["create_secret_key_detail"]

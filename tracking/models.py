@@ -26,6 +26,18 @@ class Source(models.Model):
     cookie_days = models.PositiveIntegerField(
         default=395, help_text="Lifetime of the snippet's first-party anonymous-id cookie, in days."
     )
+    pii_denylist = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Property and trait names whose values are never stored, e.g. ["password", "address"] '
+        "(any nesting depth, case-insensitive).",
+    )
+    phone_region = models.CharField(
+        max_length=2,
+        blank=True,
+        help_text="Country (ISO code) whose national-format phone numbers are masked too, e.g. FR. "
+        "International (+…) numbers are always masked.",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -34,6 +46,16 @@ class Source(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from privacy.masking import phone_region
+
+        if self.phone_region and phone_region(self.phone_region) is None:
+            raise ValidationError({"phone_region": f"{self.phone_region!r} is not a country code phone numbers know"})
+        if not isinstance(self.pii_denylist, list) or not all(isinstance(n, str) for n in self.pii_denylist):
+            raise ValidationError({"pii_denylist": 'must be a list of names, e.g. ["password"]'})
 
     def origin_allowed(self, origin: str) -> bool:
         origins = self.allowed_origins or []

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from privacy.masking import MaskingPolicy, mask_event, phone_region
 from tracking import wire
 from tracking.enrich import Enrichment, enrich
 from tracking.models import Source
@@ -121,6 +122,7 @@ def events_ingest(
     for event in events:
         unique.setdefault(event.message_id, event)
     batch = list(unique.values())
+    _mask(batch, source)
     prepared = [(event, _enrich(event, meta)) for event in batch]
     if len(prepared) == 1 and connection.vendor == "postgresql":
         inserted = single_store(source, *prepared[0], received_at)
@@ -143,6 +145,22 @@ def events_ingest(
     result.accepted = len(events)
     result.duplicates = len(events) - inserted
     return result
+
+
+def _mask(batch: list[wire.EventIn], source: Source) -> None:
+    """Mask PII (emails, phones, cards, IPs, the source's denylisted names) in what will be stored."""
+    policy = MaskingPolicy(
+        denylist=frozenset(str(name).casefold() for name in source.pii_denylist or []),
+        default_region=phone_region(source.phone_region),
+    )
+    for event in batch:
+        email = event.traits.get("email") if event.traits else None
+        event.properties, event.traits, event.context, _ = mask_event(
+            properties=event.properties, traits=event.traits, context=event.context, policy=policy
+        )
+        if isinstance(email, str):
+            # Kept only to derive the email identity's keyed hash; it is never stored (stored_traits).
+            event.traits = {**event.traits, "email": email}
 
 
 def _enrich(event: wire.EventIn, meta: RequestMeta) -> Enrichment:

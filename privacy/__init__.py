@@ -1,0 +1,1 @@
+"""Privacy: consent, pseudonymization, PII masking, encryption at rest and data-subject requests."""

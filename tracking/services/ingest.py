@@ -125,7 +125,10 @@ def events_ingest(
     _mask(batch, source)
     prepared = [(event, _enrich(event, meta)) for event in batch]
     if len(prepared) == 1 and connection.vendor == "postgresql":
-        inserted = single_store(source, *prepared[0], received_at)
+        try:
+            inserted = single_store(source, *prepared[0], received_at)
+        except OperationalError:
+            inserted = None  # e.g. a deadlock: that statement wrote nothing; the general path retries
         if inserted is not None:
             result.accepted = len(events)
             result.duplicates = len(events) - inserted

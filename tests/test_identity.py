@@ -139,30 +139,36 @@ def test_merge_moves_other_apps_data_through_the_signal(client_public):
     assert ProfileMerge.objects.filter(into_id=target_pk).count() == 1
 
 
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_first_events_of_one_visitor_make_one_profile(source):
+def send_concurrently(source, batches_per_thread: list[list[list[dict]]]) -> list[Exception]:
+    """Each thread posts its batches in turn, on its own connection; returns what went wrong."""
     from rest_framework.test import APIClient
 
-    errors = []
+    errors: list[Exception] = []
 
-    def worker(n):
+    def worker(batches):
         try:
             client = APIClient()
             client.credentials(HTTP_X_WRITE_KEY=source.write_key)
-            batch = [event("page_view", anonymous_id="racer", n=n * 10 + i) for i in range(5)]
-            response = client.post("/api/v1/events", {"events": batch}, format="json")
-            assert response.status_code == 200, response.content
+            for batch in batches:
+                response = client.post("/api/v1/events", {"events": batch}, format="json")
+                assert response.status_code == 200, response.content
         except Exception as exc:
             errors.append(exc)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    threads = [threading.Thread(target=worker, args=(batches,)) for batches in batches_per_thread]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert errors == []
+    return errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_first_events_of_one_visitor_make_one_profile(source):
+    plan = [[[event("page_view", anonymous_id="racer", n=n * 10 + i) for i in range(5)]] for n in range(6)]
+    assert send_concurrently(source, plan) == []
     assert Profile.objects.count() == 1
     profile = Profile.objects.get()
     assert profile.event_count == 30 == Event.objects.count()
@@ -170,29 +176,11 @@ def test_concurrent_first_events_of_one_visitor_make_one_profile(source):
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_single_events_of_one_new_visitor_make_one_profile(source):
-    from rest_framework.test import APIClient
-
-    errors = []
-
-    def worker(n):
-        try:
-            client = APIClient()
-            client.credentials(HTTP_X_WRITE_KEY=source.write_key)
-            for i in range(4):
-                body = {"events": [event("page_view", anonymous_id="first-visit", user_id="u-race", n=n * 10 + i)]}
-                response = client.post("/api/v1/events", body, format="json")
-                assert response.status_code == 200, response.content
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    plan = [
+        [[event("page_view", anonymous_id="first-visit", user_id="u-race", n=n * 10 + i)] for i in range(4)]
+        for n in range(6)
+    ]
+    assert send_concurrently(source, plan) == []
     profile = Profile.objects.get()
     assert profile.event_count == 24 == Event.objects.count()
     assert profile.session_count == 1

@@ -350,3 +350,15 @@ def phone_region(code: str | None) -> str | None:
     """A configured country code if phone numbers can be parsed for it, else None (international only)."""
     code = (code or "").strip().upper()
     return code if code in phonenumbers.SUPPORTED_REGIONS else None
+
+
+def phone_e164(value: str, region: str | None) -> str | None:
+    """A phone number in E.164 (+33612345678), so that one number written two ways is one identifier;
+    None when it is not a valid number (national formats need the region)."""
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

@@ -87,3 +87,37 @@ def test_an_unknown_region_is_refused_in_the_admin_and_ignored_by_ingestion(clie
     body = event("page_view", properties={"tel": "+33 6 12 34 56 78"})
     assert client_public.post("/api/v1/events", {"events": [body]}, format="json").status_code == 200
     assert Event.objects.get().properties == {"tel": "[phone]"}
+
+
+def test_phone_number_trait_links_devices_as_one_identity_never_stored_in_clear(client_public, source):
+    source.phone_region = "FR"
+    source.save()
+    client_public.post(
+        "/api/v1/events",
+        {"events": [event("identify", anonymous_id="phone-app", n=1, traits={"phone": "+33 6 12 34 56 78"})]},
+        format="json",
+    )
+    client_public.post(
+        "/api/v1/events",
+        {"events": [event("identify", anonymous_id="laptop", n=2, traits={"phone": "06 12 34 56 78", "plan": "x"})]},
+        format="json",
+    )
+    profile = Profile.objects.get()
+    assert sorted(profile.identities.values_list("kind", flat=True)) == ["anonymous", "anonymous", "phone"]
+    assert profile.traits == {"plan": "x"}
+    with connection.cursor() as cursor:
+        for table in ("tracking_event", "tracking_identity", "tracking_profile"):
+            for needle in ("612345678", "12 34 56 78"):
+                cursor.execute(f"SELECT count(*) FROM {table} t WHERE t::text LIKE %s", [f"%{needle}%"])
+                assert cursor.fetchone()[0] == 0, (table, needle)
+
+
+def test_admin_finds_a_profile_by_phone_number(admin_client, client_public):
+    client_public.post(
+        "/api/v1/events",
+        {"events": [event("identify", anonymous_id="p1", traits={"phone": "+44 20 7946 0958"})]},
+        format="json",
+    )
+    profile = Profile.objects.get()
+    page = admin_client.get("/admin/tracking/profile/", {"q": "+442079460958"}).content.decode()
+    assert str(profile.uuid) in page

@@ -9,6 +9,7 @@ from django.utils.html import format_html, format_html_join
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.decorators import action, display
 
+from privacy.masking import phone_e164
 from tracking.models import Event, Identity, IngestRejection, Profile, ProfileEventStat, SecretKey, Source
 from tracking.services.identity import identity_hash
 from tracking.services.sources import secret_key_create, secret_key_revoke, source_update
@@ -179,6 +180,9 @@ class ProfileAdmin(ReadOnlyMixin, ModelAdmin):
         results, distinct = super().get_search_results(request, queryset, search_term)
         if term:
             hashes = [identity_hash(term), identity_hash(term, kind=Identity.Kind.EMAIL)]
+            phone = phone_e164(term, None)
+            if phone:
+                hashes.append(identity_hash(phone, kind=Identity.Kind.PHONE))
             results = results | queryset.filter(identities__value__in=hashes)
             distinct = True
         return results, distinct

@@ -117,6 +117,7 @@ class Identity(models.Model):
         ANONYMOUS = "anonymous", "Anonymous id"
         USER = "user", "User id (keyed hash)"
         EMAIL = "email", "Email (keyed hash)"
+        PHONE = "phone", "Phone number (keyed hash of E.164)"
 
     profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="identities")
     kind = models.CharField(max_length=16, choices=Kind.choices)

@@ -31,9 +31,14 @@ def event_value(properties: dict) -> Decimal | None:
     return None
 
 
+IDENTIFIER_TRAITS = frozenset({"email", "phone"})
+
+
 def stored_traits(traits: dict) -> dict:
-    # Emails live only as keyed-hash identities, never in clear.
-    return {k: v for k, v in traits.items() if k != "email"} if "email" in traits else traits
+    # Emails and phone numbers live only as keyed-hash identities, never in clear.
+    if IDENTIFIER_TRAITS.isdisjoint(traits):
+        return traits
+    return {k: v for k, v in traits.items() if k not in IDENTIFIER_TRAITS}
 
 
 def stored_context(context: dict, enrichment: Enrichment) -> dict:

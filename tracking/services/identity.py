@@ -47,6 +47,10 @@ def event_keys(event: EventIn) -> list[Key]:
     email = event.traits.get("email") if event.traits else None
     if isinstance(email, str) and "@" in email:
         keys.append((Identity.Kind.EMAIL, identity_hash(email, kind=Identity.Kind.EMAIL)))
+    phone = event.traits.get("phone") if event.traits else None
+    if isinstance(phone, str) and phone.startswith("+"):
+        # Normalised to E.164 at ingest, so one number written two ways is one identifier.
+        keys.append((Identity.Kind.PHONE, identity_hash(phone, kind=Identity.Kind.PHONE)))
     return keys
 
 

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from privacy.masking import MaskingPolicy, mask_event, phone_region
+from privacy.masking import MaskingPolicy, mask_event, phone_e164, phone_region
 from tracking import wire
 from tracking.enrich import Enrichment, enrich
 from tracking.models import Source
@@ -157,13 +157,20 @@ def _mask(batch: list[wire.EventIn], source: Source) -> None:
         default_region=phone_region(source.phone_region),
     )
     for event in batch:
-        email = event.traits.get("email") if event.traits else None
+        identifiers = {}
+        if event.traits:
+            if isinstance(event.traits.get("email"), str):
+                identifiers["email"] = event.traits["email"]
+            if isinstance(event.traits.get("phone"), str):
+                phone = phone_e164(event.traits["phone"], policy.default_region)
+                if phone:
+                    identifiers["phone"] = phone
         event.properties, event.traits, event.context, _ = mask_event(
             properties=event.properties, traits=event.traits, context=event.context, policy=policy
         )
-        if isinstance(email, str):
-            # Kept only to derive the email identity's keyed hash; it is never stored (stored_traits).
-            event.traits = {**event.traits, "email": email}
+        if identifiers:
+            # Kept only to derive the identities' keyed hashes; never stored (stored_traits drops them).
+            event.traits = {**event.traits, **identifiers}
 
 
 def _enrich(event: wire.EventIn, meta: RequestMeta) -> Enrichment:

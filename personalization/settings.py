@@ -199,6 +199,8 @@ UNFOLD = {
 # Key for the keyed hashes (HMAC-SHA256) that stand in for user ids and emails. Rotating it is a
 # documented procedure (README); in development it is derived from SECRET_KEY.
 IDENTITY_HASH_KEY = env.str("IDENTITY_HASH_KEY", default="")
+# Keys being rotated out, comma-separated: identifiers hashed with them move to the current key on use.
+IDENTITY_HASH_OLD_KEYS = env.list("IDENTITY_HASH_OLD_KEYS", default=[])
 if PRODUCTION and len(IDENTITY_HASH_KEY) < 32:
     raise ImproperlyConfigured("ENVIRONMENT=production needs IDENTITY_HASH_KEY (32+ random characters).")
 # Request header set by a trusted proxy or CDN with the visitor's ISO country (e.g. CF-IPCountry).

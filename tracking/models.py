@@ -122,6 +122,9 @@ class Identity(models.Model):
     profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="identities")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     value = models.CharField(max_length=128)
+    key_id = models.CharField(
+        max_length=8, blank=True, help_text="Fingerprint of the key the value was hashed with (blank: not hashed)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

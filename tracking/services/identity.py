@@ -25,33 +25,69 @@ Key = tuple[str, str]  # (Identity.Kind, value as stored)
 
 
 def identity_hash_key() -> bytes:
+    """The current key of identifier hashes (IDENTITY_HASH_KEY, or derived from SECRET_KEY)."""
     key = settings.IDENTITY_HASH_KEY
     if key:
         return key.encode()
     return hmac.new(settings.SECRET_KEY.encode(), b"identity-hash", hashlib.sha256).digest()
 
 
-def identity_hash(value: str, *, kind: str = Identity.Kind.USER) -> str:
-    """Keyed hash (HMAC-SHA256) standing in for a user id or email; the clear value is never stored."""
+def old_identity_hash_keys() -> list[bytes]:
+    """Keys being rotated out (IDENTITY_HASH_OLD_KEYS): identifiers hashed with them are re-hashed on use."""
+    return [key.encode() for key in settings.IDENTITY_HASH_OLD_KEYS if key]
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A short, non-secret name for a hash key, stored with each hashed identity."""
+    return hashlib.sha256(b"fingerprint:" + key).hexdigest()[:8]
+
+
+def identity_hash(value: str, *, kind: str = Identity.Kind.USER, key: bytes | None = None) -> str:
+    """Keyed hash (HMAC-SHA256) standing in for a user id, email or phone; the clear value is never stored."""
     normalized = value.strip().lower() if kind == Identity.Kind.EMAIL else value.strip()
-    return hmac.new(identity_hash_key(), f"{kind}:{normalized}".encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key or identity_hash_key(), f"{kind}:{normalized}".encode(), hashlib.sha256).hexdigest()
+
+
+def clear_identifiers(event: EventIn) -> list[tuple[str, str]]:
+    """The hashed kinds of identifier an event carries, in clear (kind, value), strongest first."""
+    found: list[tuple[str, str]] = []
+    if event.user_id:
+        found.append((Identity.Kind.USER, event.user_id))
+    email = event.traits.get("email") if event.traits else None
+    if isinstance(email, str) and "@" in email:
+        found.append((Identity.Kind.EMAIL, email))
+    phone = event.traits.get("phone") if event.traits else None
+    if isinstance(phone, str) and phone.startswith("+"):
+        # Normalised to E.164 at ingest, so one number written two ways is one identifier.
+        found.append((Identity.Kind.PHONE, phone))
+    return found
 
 
 def event_keys(event: EventIn) -> list[Key]:
     """The identities an event names, the strongest (user id) first."""
-    keys: list[Key] = []
-    if event.user_id:
-        keys.append((Identity.Kind.USER, identity_hash(event.user_id)))
+    keys = [(kind, identity_hash(value, kind=kind)) for kind, value in clear_identifiers(event)]
     if event.anonymous_id:
-        keys.append((Identity.Kind.ANONYMOUS, event.anonymous_id))
-    email = event.traits.get("email") if event.traits else None
-    if isinstance(email, str) and "@" in email:
-        keys.append((Identity.Kind.EMAIL, identity_hash(email, kind=Identity.Kind.EMAIL)))
-    phone = event.traits.get("phone") if event.traits else None
-    if isinstance(phone, str) and phone.startswith("+"):
-        # Normalised to E.164 at ingest, so one number written two ways is one identifier.
-        keys.append((Identity.Kind.PHONE, identity_hash(phone, kind=Identity.Kind.PHONE)))
+        keys.insert(1 if event.user_id else 0, (Identity.Kind.ANONYMOUS, event.anonymous_id))
     return keys
+
+
+def identities_rehash(events: list[EventIn]) -> int:
+    """During a key rotation, move identities these events name from an old key's hash to the current
+    key's, so that returning users keep their profile. Returns how many moved."""
+    old_keys = old_identity_hash_keys()
+    if not old_keys:
+        return 0
+    clear = {pair for event in events for pair in clear_identifiers(event)}
+    clear |= {(Identity.Kind.USER, event.previous_id) for event in events if event.previous_id}
+    current = key_fingerprint(identity_hash_key())
+    moved = 0
+    for kind, value in sorted(clear):
+        new = identity_hash(value, kind=kind)
+        olds = [identity_hash(value, kind=kind, key=key) for key in old_keys]
+        if Identity.objects.filter(kind=kind, value=new).exists():
+            continue
+        moved += Identity.objects.filter(kind=kind, value__in=olds).update(value=new, key_id=current)
+    return moved
 
 
 def alias_keys(previous_id: str) -> list[Key]:
@@ -134,6 +170,7 @@ class _Resolution:
 def profiles_resolve(events: list[EventIn]) -> dict[int, int]:
     """Map each event (by index) to its profile pk, creating, linking and merging profiles as the
     identities in the batch require. Runs inside the ingest transaction."""
+    identities_rehash(events)
     per_event: list[tuple[EventIn, list[Key], list[Key]]] = []
     wanted: list[Key] = []
     for event in events:
@@ -195,16 +232,17 @@ def _identities_insert(identities: dict[Key, int]) -> dict[Key, int]:
     table = Identity._meta.db_table
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     rows = sorted(identities.items())  # one order everywhere: no deadlocks between batches
+    current = key_fingerprint(identity_hash_key())
     inserted: set[Key] = set()
     with connection.cursor() as cursor:
         for start in range(0, len(rows), 500):
             chunk = rows[start : start + 500]
-            placeholders = ", ".join(["(%s, %s, %s, %s)"] * len(chunk))
+            placeholders = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
             params: list = []
             for (kind, value), profile_id in chunk:
-                params.extend([profile_id, kind, value, now])
+                params.extend([profile_id, kind, value, now, "" if kind == Identity.Kind.ANONYMOUS else current])
             cursor.execute(
-                f"INSERT INTO {table} (profile_id, kind, value, created_at) VALUES {placeholders} "
+                f"INSERT INTO {table} (profile_id, kind, value, created_at, key_id) VALUES {placeholders} "
                 "ON CONFLICT (kind, value) DO NOTHING RETURNING kind, value",
                 params,
             )

@@ -6,6 +6,7 @@ import json
 import uuid
 from datetime import datetime
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from personalization.db import execute_prepared
@@ -22,7 +23,13 @@ from tracking.services.aggregates import (
     stats_conflict_sql,
 )
 from tracking.services.event_rows import EVENT_CASTS, EVENT_COLUMNS, event_item, event_params
-from tracking.services.identity import event_keys, identities_claim, identities_fetch
+from tracking.services.identity import (
+    event_keys,
+    identities_claim,
+    identities_fetch,
+    identity_hash_key,
+    key_fingerprint,
+)
 
 
 class _FallBack(Exception):
@@ -35,7 +42,8 @@ def single_store(source: Source, event: wire.EventIn, e: Enrichment, received_at
     events were stored (0: a duplicate), or None when the general path must decide (a merge, an
     alias, identifiers known in part)."""
     keys = event_keys(event)
-    if event.previous_id or not keys:
+    if event.previous_id or not keys or settings.IDENTITY_HASH_OLD_KEYS:
+        # During a key rotation the general path looks identifiers up under the old keys too.
         return None
     target, inserted, known = _store_known_visitor(source, event, e, received_at, keys)
     if target is not None:
@@ -71,10 +79,10 @@ def _store_new_visitor(
         "VALUES (%s::uuid, %s::jsonb, %s::timestamptz, %s::timestamptz, 1, 1, %s::int, %s::numeric, %s::bigint, "
         + ", ".join(["%s::text"] * len(LAST_FIELDS))
         + ", now()) RETURNING id), "
-        f"ids AS (INSERT INTO {Identity._meta.db_table} (profile_id, kind, value, created_at) "
-        "SELECT prof.id, k.kind, k.value, now() FROM prof, (VALUES "
-        + ", ".join(["(%s::text, %s::text)"] * len(keys))
-        + ") AS k(kind, value) RETURNING 1), "
+        f"ids AS (INSERT INTO {Identity._meta.db_table} (profile_id, kind, value, key_id, created_at) "
+        "SELECT prof.id, k.kind, k.value, k.key_id, now() FROM prof, (VALUES "
+        + ", ".join(["(%s::text, %s::text, %s::text)"] * len(keys))
+        + ") AS k(kind, value, key_id) RETURNING 1), "
         f"ins AS (INSERT INTO {Event._meta.db_table} ({', '.join(EVENT_COLUMNS)}) SELECT {select} FROM prof "
         "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING profile_id), "
         f"st AS (INSERT INTO {ProfileEventStat._meta.db_table} "
@@ -85,7 +93,9 @@ def _store_new_visitor(
     params: list = [str(uuid.uuid4()), json.dumps(delta.traits, ensure_ascii=False, default=str), first_at, last_at]
     params.extend([delta.purchases, str(delta.revenue), source.pk])
     params.extend(delta.last.get(name, "") for name in LAST_FIELDS)
-    params.extend(part for key in keys for part in key)
+    fingerprint = key_fingerprint(identity_hash_key())
+    for kind, value in keys:
+        params.extend((kind, value, "" if kind == Identity.Kind.ANONYMOUS else fingerprint))
     params.extend(row)
     params.extend([event_type, str(value_sum), first_at, last_at])
     with connection.cursor() as cursor:

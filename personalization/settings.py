@@ -203,6 +203,10 @@ IDENTITY_HASH_KEY = env.str("IDENTITY_HASH_KEY", default="")
 IDENTITY_HASH_OLD_KEYS = env.list("IDENTITY_HASH_OLD_KEYS", default=[])
 if PRODUCTION and len(IDENTITY_HASH_KEY) < 32:
     raise ImproperlyConfigured("ENVIRONMENT=production needs IDENTITY_HASH_KEY (32+ random characters).")
+# Fernet keys (comma-separated, newest first) for the traits sources keep encrypted at rest; the
+# first encrypts, all decrypt, and `manage.py rotate_encryption_keys` re-encrypts with the first.
+# Empty: one key derived from SECRET_KEY (set real ones in production).
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 # Request header set by a trusted proxy or CDN with the visitor's ISO country (e.g. CF-IPCountry).
 GEO_COUNTRY_HEADER = env.str("GEO_COUNTRY_HEADER", default="")
 # How many reverse proxies in front of the platform append to X-Forwarded-For (0: use REMOTE_ADDR).

@@ -45,6 +45,7 @@ class SourceAdmin(ModelAdmin):
         "allowed_origins",
         "pii_denylist",
         "phone_region",
+        "encrypted_traits",
         "cookie_days",
         "is_active",
         "write_key",

@@ -38,6 +38,12 @@ class Source(models.Model):
         help_text="Country (ISO code) whose national-format phone numbers are masked too, e.g. FR. "
         "International (+…) numbers are always masked.",
     )
+    encrypted_traits = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Traits to keep, encrypted at rest, instead of masking them, e.g. ["first_name", "email"] '
+        "(for greetings or messaging). Everything else that looks like PII is masked.",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -54,8 +60,10 @@ class Source(models.Model):
 
         if self.phone_region and phone_region(self.phone_region) is None:
             raise ValidationError({"phone_region": f"{self.phone_region!r} is not a country code phone numbers know"})
-        if not isinstance(self.pii_denylist, list) or not all(isinstance(n, str) for n in self.pii_denylist):
-            raise ValidationError({"pii_denylist": 'must be a list of names, e.g. ["password"]'})
+        for name, example in (("pii_denylist", '["password"]'), ("encrypted_traits", '["first_name"]')):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                raise ValidationError({name: f"must be a list of names, e.g. {example}"})
 
     def origin_allowed(self, origin: str) -> bool:
         origins = self.allowed_origins or []

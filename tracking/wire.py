@@ -73,6 +73,8 @@ class EventIn:
     traits: dict = field(default_factory=dict)
     context: dict = field(default_factory=dict)
     previous_id: str = ""
+    # Traits the source keeps encrypted at rest, taken out of `traits` before anything is stored.
+    protected: dict = field(default_factory=dict)
 
 
 @dataclass(slots=True)

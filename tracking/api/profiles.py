@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from personalization.api.auth import HasSourceKey, SecretKeyAuthentication, WriteKeyAuthentication
 from personalization.api.errors import BadRequest
+from privacy.selectors import encrypted_traits_read
 from tracking.models import Event, Identity, Profile, ProfileEventStat
 from tracking.selectors import profile_by_anonymous_id, profile_by_uuid, profile_list, profile_timeline
 
@@ -48,12 +49,26 @@ class ProfileSerializer(serializers.ModelSerializer):
         ]
 
 
-class ProfileDetailSerializer(ProfileSerializer):
+class ProtectedTraitsMixin(serializers.Serializer):
+    protected_traits = serializers.SerializerMethodField(
+        help_text="Traits the source keeps encrypted at rest (e.g. first name), decrypted for this answer."
+    )
+
+    def get_protected_traits(self, profile) -> dict[str, str | None]:
+        return encrypted_traits_read(profile_id=profile.pk)
+
+
+class ProfileDetailSerializer(ProtectedTraitsMixin, ProfileSerializer):
     identities = IdentitySerializer(many=True, read_only=True)
     event_stats = EventStatSerializer(many=True, read_only=True)
 
     class Meta(ProfileSerializer.Meta):
-        fields = [*ProfileSerializer.Meta.fields, "identities", "event_stats"]
+        fields = [*ProfileSerializer.Meta.fields, "protected_traits", "identities", "event_stats"]
+
+
+class MyProfileSerializer(ProtectedTraitsMixin, ProfileSerializer):
+    class Meta(ProfileSerializer.Meta):
+        fields = [*ProfileSerializer.Meta.fields, "protected_traits"]
 
 
 class EventSerializer(serializers.ModelSerializer):
@@ -136,7 +151,7 @@ class MyProfileView(APIView):
         tags=["profiles"],
         summary="The visitor's own profile (public key + anonymous id)",
         parameters=[OpenApiParameter("anonymous_id", str, required=True)],
-        responses=ProfileSerializer,
+        responses=MyProfileSerializer,
     )
     def get(self, request):
         anonymous_id = request.query_params.get("anonymous_id", "").strip()
@@ -145,4 +160,4 @@ class MyProfileView(APIView):
         profile = profile_by_anonymous_id(anonymous_id)
         if profile is None:
             raise Http404("no profile for this anonymous_id")
-        return Response(ProfileSerializer(profile).data)
+        return Response(MyProfileSerializer(profile).data)

@@ -19,6 +19,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from privacy.masking import MaskingPolicy, mask_event, phone_e164, phone_region
+from privacy.services import encrypted_traits_store
 from tracking import wire
 from tracking.enrich import Enrichment, enrich
 from tracking.models import Source
@@ -156,8 +157,13 @@ def _mask(batch: list[wire.EventIn], source: Source) -> None:
         denylist=frozenset(str(name).casefold() for name in source.pii_denylist or []),
         default_region=phone_region(source.phone_region),
     )
+    kept = [name for name in source.encrypted_traits or [] if isinstance(name, str)]
     for event in batch:
         identifiers = {}
+        if event.traits and kept:
+            event.protected = {name: event.traits[name] for name in kept if _scalar(event.traits.get(name))}
+            if event.protected:
+                event.traits = {k: v for k, v in event.traits.items() if k not in event.protected}
         if event.traits:
             if isinstance(event.traits.get("email"), str):
                 identifiers["email"] = event.traits["email"]
@@ -171,6 +177,10 @@ def _mask(batch: list[wire.EventIn], source: Source) -> None:
         if identifiers:
             # Kept only to derive the identities' keyed hashes; never stored (stored_traits drops them).
             event.traits = {**event.traits, **identifiers}
+
+
+def _scalar(value: object) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool) and value != ""
 
 
 def _enrich(event: wire.EventIn, meta: RequestMeta) -> Enrichment:
@@ -188,4 +198,9 @@ def _store(source: Source, prepared: list[tuple[wire.EventIn, Enrichment]], rece
     inserted_ids = events_insert(source, prepared, profile_of, received_at)
     fresh = [(event, enrichment) for event, enrichment in prepared if event.message_id in inserted_ids]
     aggregates_apply([event_item(profile_of[event.index], event, e) for event, e in fresh], source_id=source.pk)
+    protected: dict[int, dict] = {}
+    for event, _ in sorted(fresh, key=lambda pair: pair[0].timestamp):
+        if event.protected:
+            protected.setdefault(profile_of[event.index], {}).update(event.protected)
+    encrypted_traits_store(values=protected)
     return len(fresh)

@@ -42,7 +42,7 @@ def single_store(source: Source, event: wire.EventIn, e: Enrichment, received_at
     events were stored (0: a duplicate), or None when the general path must decide (a merge, an
     alias, identifiers known in part)."""
     keys = event_keys(event)
-    if event.previous_id or not keys or settings.IDENTITY_HASH_OLD_KEYS:
+    if event.previous_id or not keys or event.protected or settings.IDENTITY_HASH_OLD_KEYS:
         # During a key rotation the general path looks identifiers up under the old keys too.
         return None
     target, inserted, known = _store_known_visitor(source, event, e, received_at, keys)

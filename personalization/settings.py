@@ -184,6 +184,10 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "ENUM_NAME_OVERRIDES": {
+        "EventKindEnum": "tracking.models.Event.Kind",
+        "SubjectRequestKindEnum": "privacy.models.SubjectRequest.Kind",
+    },
 }
 
 UNFOLD = {

@@ -9,4 +9,11 @@ class PrivacyConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from privacy import services  # noqa: F401 - connects the profile-merge receiver
+        from privacy import (
+            registry,
+            services,  # noqa: F401 - connects the profile-merge receiver
+        )
+        from privacy.models import EncryptedTrait
+        from privacy.selectors import encrypted_trait_export
+
+        registry.register(EncryptedTrait, label="encrypted_traits", export=encrypted_trait_export)

@@ -1,6 +1,10 @@
-"""What the privacy capability stores: traits kept encrypted at rest."""
+"""What the privacy capability stores: traits kept encrypted at rest, data-subject requests."""
 
+import uuid
+
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+from django.utils import timezone
 
 
 class EncryptedTrait(models.Model):
@@ -16,3 +20,45 @@ class EncryptedTrait(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} (encrypted)"
+
+
+class SubjectRequest(models.Model):
+    """A data-subject request (export or erasure). Once done it holds no personal data of an erased
+    person: only the receipt (id, times, what was deleted)."""
+
+    class Kind(models.TextChoices):
+        EXPORT = "export", "Export (access, portability)"
+        ERASE = "erase", "Erasure"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        NOT_FOUND = "not_found", "No data held"
+        FAILED = "failed"
+
+    class Regulation(models.TextChoices):
+        GDPR = "gdpr", "GDPR (30 days)"
+        CCPA = "ccpa", "CCPA (45 days)"
+
+    DEADLINE_DAYS = {Regulation.GDPR: 30, Regulation.CCPA: 45}
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    regulation = models.CharField(max_length=10, choices=Regulation.choices, default=Regulation.GDPR)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    source = models.ForeignKey("tracking.Source", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    subject_kind = models.CharField(max_length=16, help_text="Which identifier named the person.")
+    subject_hash = models.CharField(max_length=64, help_text="Keyed hash of that identifier, never the clear value.")
+    due_at = models.DateTimeField(help_text="Statutory deadline.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["due_at"]
+        indexes = [models.Index(fields=["status", "due_at"], name="subject_request_queue")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.id} ({self.status})"

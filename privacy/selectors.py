@@ -15,3 +15,12 @@ def encrypted_traits_read(*, profile_id: int) -> dict[str, str | None]:
         except InvalidToken:
             values[name] = None
     return values
+
+
+def encrypted_trait_export(row: EncryptedTrait) -> dict:
+    """What a person receives of an encrypted trait: its name and value in clear."""
+    try:
+        value = decrypt(row.token)
+    except InvalidToken:
+        value = None
+    return {"name": row.name, "value": value, "updated_at": row.updated_at}

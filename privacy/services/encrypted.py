@@ -1,4 +1,4 @@
-"""Writes of the privacy capability: encrypted traits (store, move on merge, re-encrypt)."""
+"""Encrypted traits: store, move on merge, re-encrypt with a new key."""
 
 from __future__ import annotations
 

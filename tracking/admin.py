@@ -46,6 +46,7 @@ class SourceAdmin(ModelAdmin):
         "pii_denylist",
         "phone_region",
         "encrypted_traits",
+        "retention_days",
         "cookie_days",
         "is_active",
         "write_key",

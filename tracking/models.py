@@ -38,6 +38,12 @@ class Source(models.Model):
         help_text="Country (ISO code) whose national-format phone numbers are masked too, e.g. FR. "
         "International (+…) numbers are always masked.",
     )
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Raw events older than this many days are purged every night (profiles and their aggregates "
+        "stay). Empty: kept until erased.",
+    )
     encrypted_traits = models.JSONField(
         default=list,
         blank=True,

@@ -9,7 +9,7 @@ from django.utils import timezone
 from unfold.admin import ModelAdmin
 from unfold.decorators import display
 
-from privacy.models import EncryptedTrait, SubjectRequest
+from privacy.models import AccessLog, EncryptedTrait, SubjectRequest
 from privacy.services import subject_request_process
 
 
@@ -62,4 +62,21 @@ class EncryptedTraitAdmin(ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(AccessLog)
+class AccessLogAdmin(ModelAdmin):
+    list_display = ["at", "actor", "channel", "action", "profile_uuid", "detail"]
+    list_filter = ["action", "channel"]
+    search_fields = ["=profile_uuid", "actor"]
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False

@@ -62,3 +62,27 @@ class SubjectRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.id} ({self.status})"
+
+
+class AccessLog(models.Model):
+    """Who looked at or exported whose data, and when (for the privacy audit). It holds the profile's
+    pseudonymous id only; after an erasure that id links to nothing."""
+
+    class Action(models.TextChoices):
+        VIEW = "view"
+        EXPORT = "export"
+        ERASE = "erase"
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.CharField(max_length=150, help_text="Admin user, or the API key that called.")
+    channel = models.CharField(max_length=10, help_text="admin, api or task")
+    action = models.CharField(max_length=10, choices=Action.choices)
+    profile_uuid = models.UUIDField(null=True, blank=True)
+    detail = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["profile_uuid", "at"], name="access_log_profile")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.profile_uuid}"

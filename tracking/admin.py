@@ -10,6 +10,7 @@ from unfold.admin import ModelAdmin, TabularInline
 from unfold.decorators import action, display
 
 from privacy.masking import phone_e164
+from privacy.services import access_record
 from tracking.models import Event, Identity, IngestRejection, Profile, ProfileEventStat, SecretKey, Source
 from tracking.services.identity import identity_hash
 from tracking.services.sources import secret_key_create, secret_key_revoke, source_update
@@ -175,6 +176,12 @@ class ProfileAdmin(ReadOnlyMixin, ModelAdmin):
     ]
     fields = readonly_fields
     inlines = [IdentityInline, EventStatInline]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        profile = Profile.objects.filter(pk=object_id).only("uuid").first()
+        if profile is not None:
+            access_record(actor=request.user.get_username(), channel="admin", action="view", profile_uuid=profile.uuid)
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_search_results(self, request, queryset, search_term):
         # User ids and emails are stored as keyed hashes: search by the hash of what was typed too.

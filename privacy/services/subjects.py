@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from privacy import registry
 from privacy.models import SubjectRequest
+from privacy.services.audit import access_record
 from tracking.models import Identity, Profile, Source
 from tracking.services.identity import identity_hash
 
@@ -82,6 +83,10 @@ def subject_erase(*, profile: Profile) -> dict[str, int]:
     return counts
 
 
+def _filer(request: SubjectRequest) -> str:
+    return f"request filed by {request.source.name}" if request.source else "request"
+
+
 def subject_request_process(*, request_id: str) -> SubjectRequest:
     """Carry out a request. Safe to run twice: a finished request is left as it is."""
     with transaction.atomic():
@@ -95,9 +100,24 @@ def subject_request_process(*, request_id: str) -> SubjectRequest:
             request.status, request.result = SubjectRequest.Status.NOT_FOUND, {}
         elif request.kind == SubjectRequest.Kind.EXPORT:
             request.status, request.result = SubjectRequest.Status.DONE, {"export": subject_export(profile=profile)}
+            access_record(
+                actor=_filer(request),
+                channel="task",
+                action="export",
+                profile_uuid=profile.uuid,
+                detail=f"request {request.pk}",
+            )
         else:
+            profile_uuid = profile.uuid
             counts = subject_erase(profile=profile)
             request.status, request.result = SubjectRequest.Status.DONE, {"deleted": counts}
+            access_record(
+                actor=_filer(request),
+                channel="task",
+                action="erase",
+                profile_uuid=profile_uuid,
+                detail=f"request {request.pk}",
+            )
         request.completed_at = timezone.now()
         request.save(update_fields=["status", "result", "completed_at"])
     logger.info("subject request %s %s: %s", request.pk, request.kind, request.status)

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from personalization.api.auth import HasSourceKey, SecretKeyAuthentication, WriteKeyAuthentication
 from personalization.api.errors import BadRequest
 from privacy.selectors import encrypted_traits_read
+from privacy.services import access_record, api_actor
 from tracking.models import Event, Identity, Profile, ProfileEventStat
 from tracking.selectors import profile_by_anonymous_id, profile_by_uuid, profile_list, profile_timeline
 
@@ -120,6 +121,9 @@ class ProfileDetailView(APIView):
         if profile is None:
             raise Http404("no profile with this id")
         profile = Profile.objects.prefetch_related("identities", "event_stats").get(pk=profile.pk)
+        access_record(
+            actor=api_actor(request.auth), channel="api", action="view", profile_uuid=profile.uuid, detail="profile"
+        )
         return Response(ProfileDetailSerializer(profile).data)
 
 
@@ -134,6 +138,13 @@ class ProfileEventsView(generics.ListAPIView):
         profile = profile_by_uuid(self.kwargs["profile_id"])
         if profile is None:
             raise Http404("no profile with this id")
+        access_record(
+            actor=api_actor(self.request.auth),
+            channel="api",
+            action="view",
+            profile_uuid=profile.uuid,
+            detail="timeline",
+        )
         return profile_timeline(profile=profile)
 
     def paginate_queryset(self, queryset):

@@ -805,7 +805,7 @@ def setup(run: Run) -> None:
     database_create()
     redis_flush()
     manage("migrate", "--noinput")
-    created = json.loads(manage("create_source", "bench", "--json").strip().splitlines()[-1])
+    created = json.loads(manage("create_source", "bench", "--regime", "opt-out", "--json").strip().splitlines()[-1])
     run.write_key = created["write_key"]
 
 

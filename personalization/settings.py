@@ -215,6 +215,8 @@ if PRODUCTION and len(IDENTITY_HASH_KEY) < 32:
 # first encrypts, all decrypt, and `manage.py rotate_encryption_keys` re-encrypts with the first.
 # Empty: one key derived from SECRET_KEY (set real ones in production).
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+# Purpose of event types no purpose lists (privacy admin: Purposes).
+CONSENT_DEFAULT_PURPOSE = env.str("CONSENT_DEFAULT_PURPOSE", default="analytics")
 # Request header set by a trusted proxy or CDN with the visitor's ISO country (e.g. CF-IPCountry).
 GEO_COUNTRY_HEADER = env.str("GEO_COUNTRY_HEADER", default="")
 # How many reverse proxies in front of the platform append to X-Forwarded-For (0: use REMOTE_ADDR).

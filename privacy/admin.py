@@ -1,4 +1,4 @@
-"""Admin for privacy: the queue of data-subject requests with their deadlines; encrypted traits (names only)."""
+"""Admin for privacy: purposes and consent, data-subject requests with deadlines, encrypted traits, access log."""
 
 from __future__ import annotations
 
@@ -9,8 +9,17 @@ from django.utils import timezone
 from unfold.admin import ModelAdmin
 from unfold.decorators import display
 
-from privacy.models import AccessLog, EncryptedTrait, SubjectRequest
+from privacy.models import (
+    AccessLog,
+    CategoryMapping,
+    ConsentRecord,
+    ConsentState,
+    EncryptedTrait,
+    Purpose,
+    SubjectRequest,
+)
 from privacy.services import subject_request_process
+from privacy.services.consent import purposes_forget
 
 
 @admin.register(SubjectRequest)
@@ -80,3 +89,54 @@ class AccessLogAdmin(ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class PurposeCacheMixin:
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        purposes_forget()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        purposes_forget()
+
+
+@admin.register(Purpose)
+class PurposeAdmin(PurposeCacheMixin, ModelAdmin):
+    list_display = ["key", "name", "legal_basis", "required", "position"]
+    list_editable = ["position"]
+    fields = ["key", "name", "description", "legal_basis", "required", "event_types", "position"]
+
+
+@admin.register(CategoryMapping)
+class CategoryMappingAdmin(PurposeCacheMixin, ModelAdmin):
+    list_display = ["category", "purpose"]
+    list_filter = ["purpose"]
+
+
+class ReadOnlyAdmin(ModelAdmin):
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(ConsentRecord)
+class ConsentRecordAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "profile", "purpose", "status", "origin", "policy_version", "source"]
+    list_filter = ["purpose", "status", "origin", "source"]
+    search_fields = ["=profile__uuid"]
+    date_hierarchy = "created_at"
+    list_select_related = ["profile", "purpose", "source"]
+
+
+@admin.register(ConsentState)
+class ConsentStateAdmin(ReadOnlyAdmin):
+    list_display = ["profile", "purpose", "granted", "policy_version", "origin", "updated_at"]
+    list_filter = ["purpose", "granted", "origin"]
+    search_fields = ["=profile__uuid"]
+    list_select_related = ["profile", "purpose"]

@@ -13,7 +13,9 @@ class PrivacyConfig(AppConfig):
             registry,
             services,  # noqa: F401 - connects the profile-merge receiver
         )
-        from privacy.models import EncryptedTrait
+        from privacy.models import ConsentRecord, ConsentState, EncryptedTrait
         from privacy.selectors import encrypted_trait_export
 
         registry.register(EncryptedTrait, label="encrypted_traits", export=encrypted_trait_export)
+        registry.register(ConsentRecord, label="consent_records")
+        registry.register(ConsentState, label="consent_states")

@@ -86,3 +86,90 @@ class AccessLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.profile_uuid}"
+
+
+class Purpose(models.Model):
+    """What data is processed for (necessary, analytics, personalization, marketing, ...)."""
+
+    class LegalBasis(models.TextChoices):
+        CONSENT = "consent"
+        LEGITIMATE_INTEREST = "legitimate_interest", "Legitimate interest"
+        CONTRACT = "contract"
+        LEGAL_OBLIGATION = "legal_obligation", "Legal obligation"
+
+    key = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True, help_text="Shown to visitors in the consent banner.")
+    legal_basis = models.CharField(max_length=24, choices=LegalBasis.choices, default=LegalBasis.CONSENT)
+    required = models.BooleanField(default=False, help_text="Always on; visitors cannot refuse it (necessary).")
+    event_types = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Event types collected for this purpose, e.g. ["email_open"]. Any other event type counts '
+        "as the default purpose (CONSENT_DEFAULT_PURPOSE, analytics).",
+    )
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "key"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CategoryMapping(models.Model):
+    """A consent category as consent tools name it (Segment's `categoryPreferences`) -> one of our purposes."""
+
+    category = models.CharField(max_length=100, unique=True, help_text="Compared case-insensitively.")
+    purpose = models.ForeignKey(Purpose, on_delete=models.CASCADE, related_name="categories")
+
+    def __str__(self) -> str:
+        return f"{self.category} -> {self.purpose.key}"
+
+
+class ConsentRecord(models.Model):
+    """One consent decision, appended and never changed."""
+
+    class Status(models.TextChoices):
+        GRANTED = "granted"
+        DENIED = "denied"
+        WITHDRAWN = "withdrawn"
+
+    class Origin(models.TextChoices):
+        BANNER = "banner"
+        API = "api"
+        SDK = "sdk", "SDK (event context)"
+        GPC = "gpc", "Global Privacy Control"
+        IMPORT = "import"
+
+    profile = models.ForeignKey("tracking.Profile", on_delete=models.CASCADE, related_name="consent_records")
+    purpose = models.ForeignKey(Purpose, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices)
+    origin = models.CharField(max_length=10, choices=Origin.choices)
+    policy_version = models.PositiveIntegerField(default=1)
+    source = models.ForeignKey("tracking.Source", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["profile", "purpose", "created_at"], name="consent_record_profile")]
+
+    def __str__(self) -> str:
+        return f"{self.purpose_id} {self.status} ({self.origin})"
+
+
+class ConsentState(models.Model):
+    """The current decision per profile and purpose: the latest record, kept for fast gating."""
+
+    profile = models.ForeignKey("tracking.Profile", on_delete=models.CASCADE, related_name="consent_states")
+    purpose = models.ForeignKey(Purpose, on_delete=models.CASCADE, related_name="+")
+    granted = models.BooleanField()
+    policy_version = models.PositiveIntegerField(default=1)
+    origin = models.CharField(max_length=10, choices=ConsentRecord.Origin.choices)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["profile", "purpose"], name="consent_state_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.purpose_id}: {'granted' if self.granted else 'refused'}"

@@ -2,9 +2,10 @@
 
 from django.urls import path
 
-from privacy.api import SubjectRequestDetailView, SubjectRequestListView
+from privacy.api import ConsentView, SubjectRequestDetailView, SubjectRequestListView
 
 urlpatterns = [
+    path("consent", ConsentView.as_view(), name="consent"),
     path("privacy/requests", SubjectRequestListView.as_view(), name="privacy-requests"),
     path("privacy/requests/<uuid:request_id>", SubjectRequestDetailView.as_view(), name="privacy-request-detail"),
 ]

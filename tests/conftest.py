@@ -41,6 +41,29 @@ def _clean_cache():
     _cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def _default_purposes(request):
+    """Transactional tests flush the database, data migrations' rows included: seed the default
+    purposes again for every test that uses the database, and drop the process's purpose cache."""
+    from privacy.defaults import purposes_seed
+    from privacy.models import CategoryMapping, Purpose
+    from privacy.services.consent import purposes_forget
+
+    purposes_forget()
+    marker = request.node.get_closest_marker("django_db")
+    names = set(request.fixturenames)
+    if marker or names & {"db", "transactional_db", "live_server"}:
+        transactional = (
+            (marker is not None and marker.kwargs.get("transaction"))
+            or "transactional_db" in names
+            or "live_server" in names
+        )
+        request.getfixturevalue("transactional_db" if transactional else "db")
+        purposes_seed(Purpose, CategoryMapping)
+    yield
+    purposes_forget()
+
+
 @pytest.fixture
 def source(db):
     return SourceFactory()

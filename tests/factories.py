@@ -11,6 +11,8 @@ class SourceFactory(factory.django.DjangoModelFactory):
         model = Source
 
     name = factory.Sequence(lambda n: f"Site {n}")
+    # Most tests are about collection itself; consent tests make opt-in sources explicitly.
+    consent_regime = Source.ConsentRegime.OPT_OUT
     allowed_origins = factory.LazyFunction(lambda: ["https://shop.example"])
 
 

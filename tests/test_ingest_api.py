@@ -27,7 +27,7 @@ def test_accepted_event_is_stored_with_profile_and_enrichment(client_public):
     )
     response = post(client_public, [body], HTTP_USER_AGENT=ua, REMOTE_ADDR="203.0.113.77")
     assert response.status_code == 200, response.json()
-    assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    assert response.json() == {"accepted": 1, "duplicates": 0, "suppressed": 0, "rejected": []}
     stored = Event.objects.get()
     assert stored.type == "add_to_cart" and stored.kind == "track"
     assert stored.properties == {"item_id": "sku-1", "price": 20}
@@ -51,7 +51,7 @@ def test_duplicate_message_id_is_stored_once(client_public):
     second = post(client_public, [body, body])
     assert first.json()["duplicates"] == 0
     assert second.status_code == 200
-    assert second.json() == {"accepted": 2, "duplicates": 2, "rejected": []}
+    assert second.json() == {"accepted": 2, "duplicates": 2, "suppressed": 0, "rejected": []}
     assert Event.objects.count() == 1
     profile = Profile.objects.get()
     assert (profile.event_count, profile.purchase_count, profile.revenue) == (1, 1, Decimal("30.00"))
@@ -333,8 +333,8 @@ def test_one_by_one_and_batched_ingestion_give_the_same_profile(client_public):
 def test_retried_single_event_of_known_visitor_is_stored_once(client_public):
     post(client_public, [event("page_view", n=1)])
     again = event("purchase", n=2, properties={"revenue": 3})
-    assert post(client_public, [again]).json() == {"accepted": 1, "duplicates": 0, "rejected": []}
-    assert post(client_public, [again]).json() == {"accepted": 1, "duplicates": 1, "rejected": []}
+    assert post(client_public, [again]).json() == {"accepted": 1, "duplicates": 0, "suppressed": 0, "rejected": []}
+    assert post(client_public, [again]).json() == {"accepted": 1, "duplicates": 1, "suppressed": 0, "rejected": []}
     profile = Profile.objects.get()
     assert (profile.event_count, profile.purchase_count, profile.revenue) == (2, 1, Decimal("3.00"))
     assert ProfileEventStat.objects.get(profile=profile, event_type="purchase").count == 1

@@ -66,7 +66,8 @@ def browser() -> Iterator:
 
 @pytest.fixture
 def demo_source(browser, live_server, transactional_db):
-    return source_create(name="Demo storefront", allowed_origins=[live_server.url])
+    # Opt-out: the snippet has no consent banner yet, so an opt-in source would (rightly) store nothing.
+    return source_create(name="Demo storefront", allowed_origins=[live_server.url], consent_regime="opt_out")
 
 
 @pytest.fixture

@@ -44,6 +44,8 @@ class SourceAdmin(ModelAdmin):
     fields = [
         "name",
         "allowed_origins",
+        "consent_regime",
+        "consent_policy_version",
         "pii_denylist",
         "phone_region",
         "encrypted_traits",

@@ -38,6 +38,15 @@ class Source(models.Model):
         help_text="Country (ISO code) whose national-format phone numbers are masked too, e.g. FR. "
         "International (+…) numbers are always masked.",
     )
+
+    class ConsentRegime(models.TextChoices):
+        OPT_IN = "opt_in", "Opt-in (GDPR: nothing but necessary until granted)"
+        OPT_OUT = "opt_out", "Opt-out (CCPA: allowed until the visitor opts out)"
+
+    consent_regime = models.CharField(max_length=8, choices=ConsentRegime.choices, default=ConsentRegime.OPT_IN)
+    consent_policy_version = models.PositiveIntegerField(
+        default=1, help_text="Raise it when the privacy policy changes: opt-in visitors must consent again."
+    )
     retention_days = models.PositiveIntegerField(
         null=True,
         blank=True,

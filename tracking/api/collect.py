@@ -39,7 +39,12 @@ def request_meta(request, *, sent_at=None) -> RequestMeta:
     if settings.GEO_COUNTRY_HEADER:
         country = meta.get("HTTP_" + settings.GEO_COUNTRY_HEADER.upper().replace("-", "_"), "")
     return RequestMeta(
-        user_agent=meta.get("HTTP_USER_AGENT", ""), ip=ip, country=country, received_at=timezone.now(), sent_at=sent_at
+        user_agent=meta.get("HTTP_USER_AGENT", ""),
+        ip=ip,
+        country=country,
+        received_at=timezone.now(),
+        sent_at=sent_at,
+        gpc=meta.get("HTTP_SEC_GPC", "").strip() == "1",
     )
 
 
@@ -71,6 +76,9 @@ class RejectedSerializer(serializers.Serializer):
 class IngestResultSerializer(serializers.Serializer):
     accepted = serializers.IntegerField(help_text="Events stored (or already stored: duplicates).")
     duplicates = serializers.IntegerField(help_text="Accepted events whose message_id was already stored.")
+    suppressed = serializers.IntegerField(
+        help_text="Accepted events not stored because the visitor has not consented to their purpose."
+    )
     rejected = RejectedSerializer(many=True)
 
 

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from privacy.masking import MaskingPolicy, mask_event, phone_e164, phone_region
 from privacy.services import encrypted_traits_store
+from privacy.services.consent import consent_gate, consent_record, decisions_in, purpose_key
 from tracking import wire
 from tracking.enrich import Enrichment, enrich
 from tracking.models import Source
@@ -29,7 +30,7 @@ from tracking.services.aggregates import (
 from tracking.services.event_rows import event_item, events_insert
 from tracking.services.identity import profiles_resolve
 from tracking.services.rejections import rejection_count
-from tracking.services.single import single_store
+from tracking.services.single import SUPPRESSED, single_store
 
 logger = logging.getLogger(__name__)
 
@@ -45,18 +46,21 @@ class RequestMeta:
     country: str = ""
     received_at: datetime | None = None
     sent_at: datetime | None = None
+    gpc: bool = False  # Sec-GPC: 1, the browser's Global Privacy Control
 
 
 @dataclass
 class IngestResult:
     accepted: int = 0
     duplicates: int = 0
+    suppressed: int = 0
     rejected: list[wire.Rejected] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
             "accepted": self.accepted,
             "duplicates": self.duplicates,
+            "suppressed": self.suppressed,
             "rejected": [r.as_dict() for r in self.rejected],
         }
 
@@ -124,20 +128,31 @@ def events_ingest(
         unique.setdefault(event.message_id, event)
     batch = list(unique.values())
     _mask(batch, source)
-    prepared = [(event, _enrich(event, meta)) for event in batch]
-    if len(prepared) == 1 and connection.vendor == "postgresql":
+    result.accepted = len(events)
+    if len(batch) == 1 and connection.vendor == "postgresql" and not meta.gpc and not decisions_in(batch[0].context):
+        event = batch[0]
         try:
-            inserted = single_store(source, *prepared[0], received_at)
+            stored = single_store(source, event, _enrich(event, meta), received_at)
         except OperationalError:
-            inserted = None  # e.g. a deadlock: that statement wrote nothing; the general path retries
-        if inserted is not None:
-            result.accepted = len(events)
-            result.duplicates = len(events) - inserted
+            stored = None  # e.g. a deadlock: that statement wrote nothing; the general path retries
+        if stored == SUPPRESSED:
+            _suppressed(result, source, {purpose_key(event.type): 1}, len(events))
             return result
+        if stored is not None:
+            result.duplicates = len(events) - stored
+            return result
+    gate = consent_gate(source=source, events=batch, gpc=meta.gpc)
+    _suppressed(result, source, gate.suppressed, 0)
+    kept = {event.index for event in gate.kept}
+    prepared = [
+        (event, _enrich(event, meta)) for event in batch if event.index in kept or event.index in gate.decisions
+    ]
+    if not prepared:
+        return result
     for attempt in range(RETRIES):
         try:
             with transaction.atomic():
-                inserted = _store(source, prepared, received_at)
+                inserted = _store(source, prepared, kept, gate.decisions, received_at)
             break
         except (OperationalError, IntegrityError) as exc:
             # Deadlocks, serialization failures and lost identity races: the whole batch rolled
@@ -146,9 +161,17 @@ def events_ingest(
                 raise
             logger.warning("ingest retry %d after %s", attempt + 1, exc.__class__.__name__)
             time.sleep(0.01 * (attempt + 1))
-    result.accepted = len(events)
-    result.duplicates = len(events) - inserted
+    result.duplicates = len(events) - result.suppressed - inserted
     return result
+
+
+def _suppressed(result: IngestResult, source: Source, by_purpose: dict[str, int], duplicates_of: int) -> None:
+    """Events the visitor's consent does not allow: not stored, counted per source and purpose."""
+    for purpose, count in by_purpose.items():
+        rejection_count(source=source, reason=f"no_consent:{purpose}", count=count)
+    result.suppressed = sum(by_purpose.values())
+    # Retried copies of a suppressed event (same message id in one request) were suppressed too.
+    result.duplicates = max(0, duplicates_of - result.suppressed)
 
 
 def _mask(batch: list[wire.EventIn], source: Source) -> None:
@@ -193,9 +216,28 @@ def _enrich(event: wire.EventIn, meta: RequestMeta) -> Enrichment:
     )
 
 
-def _store(source: Source, prepared: list[tuple[wire.EventIn, Enrichment]], received_at: datetime) -> int:
+def _store(
+    source: Source,
+    prepared: list[tuple[wire.EventIn, Enrichment]],
+    kept: set[int],
+    decisions: dict[int, list[tuple[dict[str, bool], str]]],
+    received_at: datetime,
+) -> int:
+    """Store the kept events and record the consent decisions events carried (an event refused by
+    its own decision still records it: the profile then holds the choice, and nothing else)."""
     profile_of = profiles_resolve([event for event, _ in prepared])
-    inserted_ids = events_insert(source, prepared, profile_of, received_at)
+    for index, recorded in sorted(decisions.items()):
+        for choices, origin in recorded:
+            consent_record(
+                profile_id=profile_of[index],
+                decisions=choices,
+                origin=origin,
+                source=source,
+                policy_version=source.consent_policy_version,
+                only_changes=True,
+            )
+    prepared = [(event, e) for event, e in prepared if event.index in kept]
+    inserted_ids = events_insert(source, prepared, profile_of, received_at) if prepared else set()
     fresh = [(event, enrichment) for event, enrichment in prepared if event.message_id in inserted_ids]
     aggregates_apply([event_item(profile_of[event.index], event, e) for event, e in fresh], source_id=source.pk)
     protected: dict[int, dict] = {}

@@ -10,6 +10,8 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from personalization.db import execute_prepared
+from privacy.consent import collection_allowed
+from privacy.services.consent import PurposeInfo, consent_condition_sql, purpose_of
 from tracking import wire
 from tracking.enrich import Enrichment
 from tracking.models import Event, Identity, Profile, ProfileEventStat, Source
@@ -31,6 +33,8 @@ from tracking.services.identity import (
     key_fingerprint,
 )
 
+SUPPRESSED = -1  # not stored: the visitor has not consented to the event's purpose
+
 
 class _FallBack(Exception):
     """The single-event shortcut does not apply after all: roll it back, take the general path."""
@@ -38,18 +42,28 @@ class _FallBack(Exception):
 
 def single_store(source: Source, event: wire.EventIn, e: Enrichment, received_at: datetime) -> int | None:
     """A single event on Postgres, the shape of most live traffic, in the fewest round trips: one
-    statement for a returning visitor, one short transaction for a first visit. Returns how many
-    events were stored (0: a duplicate), or None when the general path must decide (a merge, an
-    alias, identifiers known in part)."""
+    statement for a returning visitor (consent checked in it), one short transaction for a first
+    visit. Returns how many events were stored (0: a duplicate), SUPPRESSED, or None when the general
+    path must decide (a merge, an alias, identifiers known in part, consent decisions to record)."""
     keys = event_keys(event)
     if event.previous_id or not keys or event.protected or settings.IDENTITY_HASH_OLD_KEYS:
         # During a key rotation the general path looks identifiers up under the old keys too.
         return None
-    target, inserted, known = _store_known_visitor(source, event, e, received_at, keys)
+    purpose = purpose_of(event.type)
+    target, inserted, known, consented = _store_known_visitor(source, event, e, received_at, keys, purpose)
     if target is not None:
-        return inserted
+        return inserted if consented else SUPPRESSED
     if known:
         return None
+    if purpose is not None and not collection_allowed(
+        regime=source.consent_regime,
+        policy_version=source.consent_policy_version,
+        purpose=purpose.key,
+        required=purpose.required,
+        state=None,
+        gpc=False,
+    ):
+        return SUPPRESSED  # a first visit without consent leaves nothing behind
     try:
         with transaction.atomic():
             identities_claim(set(keys))
@@ -108,23 +122,31 @@ def _store_new_visitor(
 
 
 def _store_known_visitor(
-    source: Source, event: wire.EventIn, e: Enrichment, received_at: datetime, keys: list[tuple[str, str]]
-) -> tuple[int | None, int, int]:
-    """A returning visitor's event in one statement: when all its identifiers are known and name one
-    profile, the event, the profile's aggregates and the per-type stats are written by one atomic
-    statement with data-modifying CTEs. Returns (profile id or None, events stored, identifiers known)."""
+    source: Source,
+    event: wire.EventIn,
+    e: Enrichment,
+    received_at: datetime,
+    keys: list[tuple[str, str]],
+    purpose: PurposeInfo | None,
+) -> tuple[int | None, int, int, int]:
+    """A returning visitor's event in one statement: when all its identifiers are known, name one
+    profile, and its consent allows the event's purpose, the event, the profile's aggregates and the
+    per-type stats are written by one atomic statement with data-modifying CTEs. Returns (profile id
+    or None, events stored, identifiers known, 1 if consent allowed it)."""
+    consent_sql, consent_params = consent_condition_sql(source=source, purpose=purpose, profile="target.id")
     (delta,), stats = deltas_build([event_item(0, event, e)], source_id=source.pk)
     ((_, event_type), (_, value_sum, first_at, last_at)) = next(iter(stats.items()))
     match = " OR ".join(["(kind = %s AND value = %s)"] * len(keys))
     select = ", ".join(
-        "target.id" if column == "profile_id" else f"%s::{EVENT_CASTS[column]}" for column in EVENT_COLUMNS
+        "allowed.id" if column == "profile_id" else f"%s::{EVENT_CASTS[column]}" for column in EVENT_COLUMNS
     )
     row = event_params(source, None, event, e, connection.ops.adapt_datetimefield_value(received_at))
     row.pop(EVENT_COLUMNS.index("profile_id"))
     sql = (
         f"WITH ident AS (SELECT profile_id FROM {Identity._meta.db_table} WHERE {match}), "
         "target AS (SELECT min(profile_id) AS id FROM ident HAVING count(*) = %s AND count(DISTINCT profile_id) = 1), "
-        f"ins AS (INSERT INTO {Event._meta.db_table} ({', '.join(EVENT_COLUMNS)}) SELECT {select} FROM target "
+        f"allowed AS (SELECT id FROM target WHERE {consent_sql}), "
+        f"ins AS (INSERT INTO {Event._meta.db_table} ({', '.join(EVENT_COLUMNS)}) SELECT {select} FROM allowed "
         "ON CONFLICT (source_id, message_id) DO NOTHING RETURNING profile_id), "
         "upd AS ("
         + profile_update_sql(
@@ -138,10 +160,12 @@ def _store_known_visitor(
         "SELECT ins.profile_id, %s::text, 1, %s::numeric, %s::timestamptz, %s::timestamptz "
         "FROM ins JOIN upd ON upd.id = ins.profile_id"
         + stats_conflict_sql()
-        + ") SELECT (SELECT id FROM target), (SELECT count(*) FROM ins), (SELECT count(*) FROM ident)"
+        + ") SELECT (SELECT id FROM target), (SELECT count(*) FROM ins), (SELECT count(*) FROM ident), "
+        "(SELECT count(*) FROM allowed)"
     )
     params: list = [part for key in keys for part in key]
     params.append(len(keys))
+    params.extend(consent_params)
     params.extend(row)
     params.extend(delta_params(delta))
     params.extend([event_type, str(value_sum), first_at, last_at])

@@ -10,8 +10,10 @@ from tracking.keys import secret_key_generate, write_key_generate
 from tracking.models import SecretKey, Source
 
 
-def source_create(*, name: str, allowed_origins: list[str] | None = None) -> Source:
-    return Source.objects.create(name=name, allowed_origins=[o.rstrip("/") for o in allowed_origins or []])
+def source_create(*, name: str, allowed_origins: list[str] | None = None, consent_regime: str = "opt_in") -> Source:
+    return Source.objects.create(
+        name=name, allowed_origins=[o.rstrip("/") for o in allowed_origins or []], consent_regime=consent_regime
+    )
 
 
 def source_update(*, source: Source, fields: list[str] | None = None) -> Source:

@@ -43,7 +43,8 @@ class Command(BaseCommand):
             source.allowed_origins = list(dict.fromkeys([*source.allowed_origins, *wanted]))
             source_update(source=source, fields=["allowed_origins"])
         if source is None:
-            source = source_create(name=DEMO_SOURCE, allowed_origins=wanted)
+            # Opt-out until the snippet's consent banner lands: the storefront cannot ask for consent yet.
+            source = source_create(name=DEMO_SOURCE, allowed_origins=wanted, consent_regime="opt_out")
             _, secret = secret_key_create(source=source, name="demo")
             self.stdout.write(f"Created source {DEMO_SOURCE!r}: write key {source.write_key}, secret key {secret}")
         now = timezone.now()

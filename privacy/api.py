@@ -91,6 +91,8 @@ class ConsentPurposeSerializer(serializers.Serializer):
 class ConsentViewSerializer(serializers.Serializer):
     regime = serializers.ChoiceField(choices=["opt_in", "opt_out"])
     policy_version = serializers.IntegerField()
+    title = serializers.CharField(help_text="Banner title (per source, in the admin).")
+    text = serializers.CharField(help_text="Banner text (per source, in the admin).")
     needs_decision = serializers.BooleanField(help_text="Show the banner: opt-in and something undecided.")
     purposes = ConsentPurposeSerializer(many=True)
 

@@ -130,6 +130,8 @@ def test_changing_a_sources_origins_in_admin_applies_at_once(
                 "encrypted_traits": "[]",
                 "consent_regime": "opt_out",
                 "consent_policy_version": 1,
+                "banner_title": "Your privacy",
+                "banner_text": "Choose.",
                 "cookie_days": 395,
                 "is_active": "on",
                 "secret_keys-TOTAL_FORMS": 0,

@@ -46,6 +46,8 @@ class SourceAdmin(ModelAdmin):
         "allowed_origins",
         "consent_regime",
         "consent_policy_version",
+        "banner_title",
+        "banner_text",
         "pii_denylist",
         "phone_region",
         "encrypted_traits",

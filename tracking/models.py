@@ -44,6 +44,11 @@ class Source(models.Model):
         OPT_OUT = "opt_out", "Opt-out (CCPA: allowed until the visitor opts out)"
 
     consent_regime = models.CharField(max_length=8, choices=ConsentRegime.choices, default=ConsentRegime.OPT_IN)
+    banner_title = models.CharField(max_length=200, default="Your privacy", help_text="Consent banner title.")
+    banner_text = models.TextField(
+        default="We use your data only for what you allow. Choose what you accept; you can change it at any time.",
+        help_text="Consent banner text, shown above the purposes.",
+    )
     consent_policy_version = models.PositiveIntegerField(
         default=1, help_text="Raise it when the privacy policy changes: opt-in visitors must consent again."
     )

@@ -169,7 +169,8 @@ def consent_gate(*, source: Source, events: list[EventIn], gpc: bool) -> Gate:
         if decided:
             recorded.append((decided, "sdk"))
         marketing = state.get("marketing")
-        if gpc and "marketing" not in decided and (marketing is None or marketing.granted):
+        event_gpc = gpc or event.context.get("gpc") is True
+        if event_gpc and "marketing" not in decided and (marketing is None or marketing.granted):
             recorded.append(({"marketing": False}, "gpc"))
         for choices, _ in recorded:
             for key, granted in choices.items():
@@ -183,7 +184,7 @@ def consent_gate(*, source: Source, events: list[EventIn], gpc: bool) -> Gate:
             purpose=purpose.key,
             required=purpose.required,
             state=state.get(purpose.key),
-            gpc=gpc,
+            gpc=event_gpc,
         ):
             gate.kept.append(event)
         else:
@@ -288,6 +289,8 @@ def consent_view(*, source: Source, profile_id: int | None) -> dict:
     return {
         "regime": source.consent_regime,
         "policy_version": source.consent_policy_version,
+        "title": source.banner_title,
+        "text": source.banner_text,
         "needs_decision": source.consent_regime == "opt_in" and undecided,
         "purposes": items,
     }

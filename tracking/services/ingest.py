@@ -129,7 +129,13 @@ def events_ingest(
     batch = list(unique.values())
     _mask(batch, source)
     result.accepted = len(events)
-    if len(batch) == 1 and connection.vendor == "postgresql" and not meta.gpc and not decisions_in(batch[0].context):
+    if (
+        len(batch) == 1
+        and connection.vendor == "postgresql"
+        and not meta.gpc
+        and batch[0].context.get("gpc") is not True
+        and not decisions_in(batch[0].context)
+    ):
         event = batch[0]
         try:
             stored = single_store(source, event, _enrich(event, meta), received_at)

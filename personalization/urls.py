@@ -7,6 +7,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from personalization import health
+from privacy import views as privacy_views
 from tracking import views as tracking_views
 from tracking.api import pixel
 from tracking.api.collect import SegmentBatchView, segment_view
@@ -18,6 +19,7 @@ segment_urls = [
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("admin/privacy/inventory/", privacy_views.inventory, name="privacy-inventory"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("tracking.api.urls")),
     path("api/v1/", include("privacy.urls")),

@@ -51,3 +51,23 @@ def test_admin_shows_the_log_and_nobody_can_edit_it(admin_client, profile):
     assert admin_client.get("/admin/privacy/accesslog/").status_code == 200
     entry = AccessLog.objects.get()
     assert admin_client.post(f"/admin/privacy/accesslog/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+def test_data_inventory_page_for_the_privacy_audit(admin_client, client_public, source):
+    source.retention_days = 30
+    source.pii_denylist = ["password"]
+    source.save()
+    client_public.post(
+        "/api/v1/consent", {"anonymous_id": "a", "purposes": {"analytics": True, "marketing": False}}, format="json"
+    )
+    page = admin_client.get("/admin/privacy/inventory/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    for expected in ("keyed hash (HMAC-SHA256", "Fernet", "30 days", "password", "analytics", "None open."):
+        assert expected in text, expected
+    coverage = {(c["purpose"], c["granted"], c["refused"]) for c in page.context["coverage"]}
+    assert {("analytics", 1, 0), ("marketing", 0, 1)} <= coverage
+
+
+def test_data_inventory_is_for_staff_only(client):
+    assert client.get("/admin/privacy/inventory/").status_code == 302

@@ -22,6 +22,19 @@ from privacy.services import subject_request_process
 from privacy.services.consent import purposes_forget
 
 
+class ReadOnlyAdmin(ModelAdmin):
+    """Records nobody edits by hand: they are written by the platform, as evidence."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(SubjectRequest)
 class SubjectRequestAdmin(ModelAdmin):
     list_display = ["id", "kind", "regulation", "status", "deadline", "created_at", "completed_at", "source"]
@@ -61,34 +74,19 @@ class SubjectRequestAdmin(ModelAdmin):
 
 
 @admin.register(EncryptedTrait)
-class EncryptedTraitAdmin(ModelAdmin):
+class EncryptedTraitAdmin(ReadOnlyAdmin):
     list_display = ["profile", "name", "updated_at"]
     search_fields = ["name", "profile__uuid"]
     fields = ["profile", "name", "updated_at"]  # never the token
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(AccessLog)
-class AccessLogAdmin(ModelAdmin):
+class AccessLogAdmin(ReadOnlyAdmin):
     list_display = ["at", "actor", "channel", "action", "profile_uuid", "detail"]
     list_filter = ["action", "channel"]
     search_fields = ["=profile_uuid", "actor"]
     date_hierarchy = "at"
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class PurposeCacheMixin:
@@ -112,17 +110,6 @@ class PurposeAdmin(PurposeCacheMixin, ModelAdmin):
 class CategoryMappingAdmin(PurposeCacheMixin, ModelAdmin):
     list_display = ["category", "purpose"]
     list_filter = ["purpose"]
-
-
-class ReadOnlyAdmin(ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(ConsentRecord)

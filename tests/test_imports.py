@@ -102,3 +102,15 @@ def test_access_log_import_keeps_page_views_of_people_without_raw_ip(source, tmp
         "import_access_log", str(path), "--source", source.name, "--site-url", "https://shop.example", stdout=out
     )
     assert Event.objects.count() == 2
+
+
+def test_access_log_visitors_never_consented_so_an_opt_in_source_stores_none(tmp_path):
+    from tests.factories import SourceFactory
+
+    opt_in = SourceFactory(consent_regime="opt_in")
+    path = tmp_path / "access.log"
+    path.write_text(LOG)
+    out = StringIO()
+    call_command("import_access_log", str(path), "--source", opt_in.name, stdout=out)
+    assert "not stored without consent 2" in out.getvalue()
+    assert not Event.objects.exists() and not Profile.objects.exists()

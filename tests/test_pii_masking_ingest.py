@@ -62,7 +62,7 @@ def test_no_raw_identifier_or_pii_in_any_table(client_public):
     )
     needles = [USER_ID, EMAIL, PHONE, CARD, IP, CARD.replace(" ", "")]
     with connection.cursor() as cursor:
-        for model in apps.get_app_config("tracking").get_models():
+        for model in [*apps.get_app_config("tracking").get_models(), *apps.get_app_config("privacy").get_models()]:
             table = model._meta.db_table
             for needle in needles:
                 cursor.execute(f"SELECT count(*) FROM {table} t WHERE t::text ILIKE %s", [f"%{needle}%"])

@@ -17,6 +17,7 @@ class ImportResultSerializer(serializers.Serializer):
     lines = serializers.IntegerField()
     accepted = serializers.IntegerField()
     duplicates = serializers.IntegerField()
+    suppressed = serializers.IntegerField(help_text="Valid but not stored: no consent for their purpose.")
     skipped = serializers.IntegerField()
     rejected_count = serializers.IntegerField()
     rejected = serializers.ListField(child=serializers.DictField(), help_text="First 100: field and error.")

@@ -34,6 +34,7 @@ class ImportResult:
     lines: int = 0
     accepted: int = 0
     duplicates: int = 0
+    suppressed: int = 0
     skipped: int = 0
     rejected: list[dict] = field(default_factory=list)
 
@@ -42,6 +43,7 @@ class ImportResult:
             "lines": self.lines,
             "accepted": self.accepted,
             "duplicates": self.duplicates,
+            "suppressed": self.suppressed,
             "skipped": self.skipped,
             "rejected_count": len(self.rejected),
             "rejected": self.rejected[:max_rejected],
@@ -92,6 +94,7 @@ def _ingest_chunk(source: Source, chunk: list[tuple[int, object]], result: Impor
     outcome = events_ingest(source=source, events=events, rejected=rejected, meta=meta)
     result.accepted += outcome.accepted
     result.duplicates += outcome.duplicates
+    result.suppressed += outcome.suppressed
 
 
 def events_import(*, source: Source, lines: Iterable[str], fmt: str) -> ImportResult:

@@ -29,7 +29,8 @@ class Command(BaseCommand):
 
     def _report(self, result):
         self.stdout.write(
-            f"lines {result.lines}, accepted {result.accepted} (duplicates {result.duplicates}), "
+            f"lines {result.lines}, accepted {result.accepted} (duplicates {result.duplicates}, "
+            f"not stored without consent {result.suppressed}), "
             f"skipped {result.skipped}, rejected {len(result.rejected)}"
         )
         for item in result.rejected[:20]:

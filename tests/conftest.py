@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from tests.browser import browser  # noqa: F401 - the headless Chromium fixture, for the browser tests
 from tests.factories import SourceFactory
 from tracking import selectors
 from tracking.services.sources import secret_key_create

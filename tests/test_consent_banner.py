@@ -3,46 +3,20 @@ visitor decides, the decision is recorded, and events flow (or not) accordingly;
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
 
 import pytest
 
 from privacy.models import ConsentState
+from tests.browser import close_page, eventually, open_page
 from tracking.models import Event, Identity
 from tracking.services.sources import source_create
 
-T = TypeVar("T")
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 GPC = "Object.defineProperty(navigator, 'globalPrivacyControl', {get: () => true})"
 # Batches leave about once a second: what has not arrived after this long was not sent (or not kept).
 QUIET_MS = 1500
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with pytest.MonkeyPatch.context() as patch:
-        # Playwright's sync API keeps an event loop running in this thread, which makes Django refuse
-        # the (plain, blocking) ORM calls of the tests and of the database teardown between them.
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            yield browser
-            browser.close()
 
 
 def _source(live_server, regime: str):
@@ -60,42 +34,16 @@ def new_page(browser, live_server, transactional_db) -> Iterator[Callable]:
     requests it makes in `page.requested`."""
     opened = []
 
-    def open_page(*, gpc: bool = False):
-        context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-GB")
-        if gpc:
-            context.add_init_script(GPC)
-        in_flight = set()
-        context.on("request", lambda request: in_flight.add(request))
-        context.on("requestfinished", lambda request: in_flight.discard(request))
-        context.on("requestfailed", lambda request: in_flight.discard(request))
-        page = context.new_page()
+    def new(*, gpc: bool = False):
+        page = open_page(browser, init_script=GPC if gpc else None)
         page.requested = []
         page.on("request", lambda request: page.requested.append(request.url))
-        opened.append((context, page, in_flight))
+        opened.append(page)
         return page
 
-    yield open_page
-    for context, page, in_flight in opened:
-        # Closing hides the page, and the snippet would beacon what it still holds: cut the page off and
-        # let the server finish what it already received before this test's database is flushed.
-        if not page.is_closed():
-            page.evaluate("() => { navigator.sendBeacon = () => true; window.fetch = () => new Promise(() => {}); }")
-        deadline = time.monotonic() + 5
-        while in_flight and time.monotonic() < deadline:
-            page.wait_for_timeout(50)
-        context.close()
-
-
-def eventually(page, probe: Callable[[], T], *, timeout: float = 5.0, what: str = "condition") -> T:
-    """Poll `probe` (through the page, so Playwright keeps serving the browser) until it is truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        page.wait_for_timeout(100)
+    yield new
+    for page in opened:
+        close_page(page)
 
 
 def events(source, event_type: str | None = None) -> list[Event]:

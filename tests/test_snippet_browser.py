@@ -4,31 +4,16 @@ stored, enriched and linked to the visitor's first-party anonymous id."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
 import pytest
 from django.test import Client
 
+from tests.browser import close_page, eventually, open_page
 from tracking.models import Event, Identity, Profile
 from tracking.services.identity import identity_hash
 from tracking.services.sources import source_create
 from tracking.views import snippet
-
-T = TypeVar("T")
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-
 
 # --- the served script (no browser) ---------------------------------------------------------------
 
@@ -51,19 +36,6 @@ def test_versioned_snippet_is_cached_forever():
 # --- the demo storefront in headless Chromium -------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with pytest.MonkeyPatch.context() as patch:
-        # Playwright's sync API keeps an event loop running in this thread, which makes Django refuse
-        # the (plain, blocking) ORM calls of the tests and of the database teardown between them.
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            yield browser
-            browser.close()
-
-
 @pytest.fixture
 def demo_source(browser, live_server, transactional_db):
     # Opt-out: the snippet has no consent banner yet, so an opt-in source would (rightly) store nothing.
@@ -72,34 +44,9 @@ def demo_source(browser, live_server, transactional_db):
 
 @pytest.fixture
 def page(browser, demo_source):
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-GB", timezone_id="Europe/Paris")
-    in_flight = set()
-    context.on("request", lambda request: in_flight.add(request))
-    context.on("requestfinished", lambda request: in_flight.discard(request))
-    context.on("requestfailed", lambda request: in_flight.discard(request))
-    page = context.new_page()
+    page = open_page(browser, timezone_id="Europe/Paris")
     yield page
-    # Closing hides the page, and the snippet would beacon what it still holds: cut the page off and
-    # let the server finish what it already received before this test's database is flushed.
-    if not page.is_closed():
-        page.evaluate("() => { navigator.sendBeacon = () => true; window.fetch = () => new Promise(() => {}); }")
-    deadline = time.monotonic() + 5
-    while in_flight and time.monotonic() < deadline:
-        page.wait_for_timeout(50)
-    context.close()
-
-
-def eventually(page, probe: Callable[[], T], *, timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll `probe` until it returns something truthy. Waits through the page, so Playwright keeps
-    serving the browser (routes, events) meanwhile."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        page.wait_for_timeout(100)
+    close_page(page)
 
 
 def events(source, event_type: str) -> list[Event]:

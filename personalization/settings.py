@@ -49,6 +49,9 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "tracking",
     "privacy",
+    "segments",
+    "recommenders",
+    "experiments",
 ]
 
 MIDDLEWARE = [
@@ -118,7 +121,19 @@ CELERY_TIMEZONE = "UTC"
 # The one beat schedule of the platform.
 CELERY_BEAT_SCHEDULE: dict = {
     "retention-purge": {"task": "privacy.retention_purge", "schedule": crontab(hour=3, minute=17)},
+    # segments
+    "segments-recompute": {"task": "segments.recompute_all", "schedule": crontab(minute="*/15")},
+    "segments-train-scores": {"task": "segments.train_scores", "schedule": crontab(hour=2, minute=41)},
+    # recommenders
+    "recommenders-train": {"task": "recommenders.train_all", "schedule": crontab(hour=1, minute=23)},
+    "recommenders-health": {"task": "recommenders.health_check", "schedule": crontab(minute="*/30")},
+    # experiments
+    "experiments-rollup": {"task": "experiments.rollup", "schedule": crontab(minute="*")},
 }
+
+# Segments (settings of the segments app go here).
+# Recommenders (settings of the recommenders app go here).
+# Experiments (settings of the experiments app go here).
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -20,6 +20,17 @@ RUN_ID = os.environ.get("PZ_TEST_RUN_ID") or str(os.getpid())
 settings.CACHES["default"]["KEY_PREFIX"] = f"pztest{RUN_ID}"
 
 
+def _celery_queue_per_run() -> None:
+    """Tasks of this run go to a queue of its own, so a worker started by another run on the same
+    Redis never takes them (it would look for their rows in its own database)."""
+    from personalization.celery import app
+
+    app.conf.task_default_queue = f"pztest{RUN_ID}"
+
+
+_celery_queue_per_run()
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     test = settings.DATABASES["default"].setdefault("TEST", {})

@@ -13,6 +13,7 @@ from tracking.enrich import Enrichment
 from tracking.models import Event, Source
 from tracking.services.aggregates import Item
 from tracking.services.identity import identity_hash
+from tracking.signals import StoredEvent
 
 VALUE_PROPERTIES = ("revenue", "total", "value")
 INSERT_CHUNK = 400
@@ -214,3 +215,7 @@ def event_item(profile_id: int, event: wire.EventIn, e: Enrichment) -> Item:
             "traffic_source": e.traffic_source,
         },
     )
+
+
+def stored_event(profile_id: int, event: wire.EventIn) -> StoredEvent:
+    return StoredEvent(profile_id=profile_id, type=event.type, timestamp=event.timestamp, properties=event.properties)

@@ -27,10 +27,11 @@ from tracking.models import Source
 from tracking.services.aggregates import (
     aggregates_apply,
 )
-from tracking.services.event_rows import event_item, events_insert
+from tracking.services.event_rows import event_item, events_insert, stored_event
 from tracking.services.identity import profiles_resolve
 from tracking.services.rejections import rejection_count
 from tracking.services.single import SUPPRESSED, single_store
+from tracking.signals import StoredEvent, events_announce
 
 logger = logging.getLogger(__name__)
 
@@ -157,8 +158,9 @@ def events_ingest(
         return result
     for attempt in range(RETRIES):
         try:
+            stored: list[StoredEvent] = []
             with transaction.atomic():
-                inserted = _store(source, prepared, kept, gate.decisions, received_at)
+                inserted = _store(source, prepared, kept, gate.decisions, received_at, stored)
             break
         except (OperationalError, IntegrityError) as exc:
             # Deadlocks, serialization failures and lost identity races: the whole batch rolled
@@ -168,6 +170,7 @@ def events_ingest(
             logger.warning("ingest retry %d after %s", attempt + 1, exc.__class__.__name__)
             time.sleep(0.01 * (attempt + 1))
     result.duplicates = len(events) - result.suppressed - inserted
+    events_announce(source_id=source.pk, events=stored)
     return result
 
 
@@ -228,6 +231,7 @@ def _store(
     kept: set[int],
     decisions: dict[int, list[tuple[dict[str, bool], str]]],
     received_at: datetime,
+    stored: list[StoredEvent],
 ) -> int:
     """Store the kept events and record the consent decisions events carried (an event refused by
     its own decision still records it: the profile then holds the choice, and nothing else)."""
@@ -245,6 +249,7 @@ def _store(
     prepared = [(event, e) for event, e in prepared if event.index in kept]
     inserted_ids = events_insert(source, prepared, profile_of, received_at) if prepared else set()
     fresh = [(event, enrichment) for event, enrichment in prepared if event.message_id in inserted_ids]
+    stored.extend(stored_event(profile_of[event.index], event) for event, _ in fresh)
     aggregates_apply([event_item(profile_of[event.index], event, e) for event, e in fresh], source_id=source.pk)
     protected: dict[int, dict] = {}
     for event, _ in sorted(fresh, key=lambda pair: pair[0].timestamp):

@@ -24,7 +24,7 @@ from tracking.services.aggregates import (
     profile_update_sql,
     stats_conflict_sql,
 )
-from tracking.services.event_rows import EVENT_CASTS, EVENT_COLUMNS, event_item, event_params
+from tracking.services.event_rows import EVENT_CASTS, EVENT_COLUMNS, event_item, event_params, stored_event
 from tracking.services.identity import (
     event_keys,
     identities_claim,
@@ -32,6 +32,7 @@ from tracking.services.identity import (
     identity_hash_key,
     key_fingerprint,
 )
+from tracking.signals import events_announce
 
 SUPPRESSED = -1  # not stored: the visitor has not consented to the event's purpose
 
@@ -52,6 +53,8 @@ def single_store(source: Source, event: wire.EventIn, e: Enrichment, received_at
     purpose = purpose_of(event.type)
     target, inserted, known, consented = _store_known_visitor(source, event, e, received_at, keys, purpose)
     if target is not None:
+        if consented and inserted:
+            events_announce(source_id=source.pk, events=[stored_event(target, event)])
         return inserted if consented else SUPPRESSED
     if known:
         return None
@@ -69,9 +72,11 @@ def single_store(source: Source, event: wire.EventIn, e: Enrichment, received_at
             identities_claim(set(keys))
             if identities_fetch(keys):
                 raise _FallBack  # another request brought this visitor first
-            return _store_new_visitor(source, event, e, received_at, keys)
+            profile_id = _store_new_visitor(source, event, e, received_at, keys)
     except (_FallBack, IntegrityError):
         return None
+    events_announce(source_id=source.pk, events=[stored_event(profile_id, event)])
+    return 1
 
 
 def _store_new_visitor(
@@ -102,7 +107,7 @@ def _store_new_visitor(
         f"st AS (INSERT INTO {ProfileEventStat._meta.db_table} "
         "(profile_id, event_type, count, value_sum, first_at, last_at) "
         "SELECT ins.profile_id, %s::text, 1, %s::numeric, %s::timestamptz, %s::timestamptz FROM ins) "
-        "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM ids)"
+        "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM ids), (SELECT id FROM prof)"
     )
     params: list = [str(uuid.uuid4()), json.dumps(delta.traits, ensure_ascii=False, default=str), first_at, last_at]
     params.extend([delta.purchases, str(delta.revenue), source.pk])
@@ -114,11 +119,11 @@ def _store_new_visitor(
     params.extend([event_type, str(value_sum), first_at, last_at])
     with connection.cursor() as cursor:
         execute_prepared(cursor, sql, params)
-        inserted, _ = cursor.fetchone()
+        inserted, _, profile_id = cursor.fetchone()
     if not inserted:
         # The message id was stored before under other identifiers: let the general path sort it.
         raise _FallBack
-    return inserted
+    return profile_id
 
 
 def _store_known_visitor(

@@ -9,7 +9,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/personalization
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) OPENBLAS_NUM_THREADS=1
 
-.PHONY: run test install services browser lint check schema pytest bench clean
+.PHONY: run test install services browser lint check schema pytest bench bench-ingest bench-segments bench-recommenders bench-experiments bench-data clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,8 +48,25 @@ pytest: install services browser
 
 test: install services browser lint check pytest
 
-bench: install services
+# Benchmarks print their figures next to a baseline measured in the same run. MovieLens-100K comes
+# from the recbole package's example files (read in place, never copied into the repository).
+bench: bench-ingest bench-segments bench-recommenders bench-experiments
+
+bench-data: install
+	@$(PY) -c "import importlib.util as u; exit(0 if u.find_spec('recbole') else 1)" 2>/dev/null || \
+		$(PY) -m pip install --quiet --no-deps recbole==1.2.1
+
+bench-ingest: install services
 	$(TEST_ENV) $(PY) bench/ingest.py
+
+bench-segments: install services
+	$(TEST_ENV) $(PY) bench/segments.py
+
+bench-recommenders: install services bench-data
+	$(TEST_ENV) $(PY) bench/recommenders.py
+
+bench-experiments: install services
+	$(TEST_ENV) $(PY) bench/experiments.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 staticfiles .pytest_cache .ruff_cache

@@ -50,11 +50,13 @@ CASES = {
     "popularity": {},
     "trending": {},
     "als": {"factors": 8, "iterations": 10, "regularization": 0.1, "num_threads": 1},
+    "als-weighted": {"factors": 8, "iterations": 10, "regularization": 0.1, "num_threads": 1, "user_weight": 0.5},
     "itemknn": {"K": 20},
     "itemknn-bm25": {"similarity": "bm25", "K": 20},
     "userknn": {"K": 10},
     "ease": {"l2": 10.0},
     "ease-dlae": {"l2": 10.0, "dropout": 0.5},
+    "ease-weighted": {"l2": 10.0, "dropout": 0.5, "user_weight": 0.5},
     "content": {},
     "nearest": {},
     "hybrid": {"main_params": {"l2": 10.0}},
@@ -399,8 +401,8 @@ def test_every_algorithm_trains_and_answers_on_a_brand_new_installation(name, sh
 def test_the_als_partner_weighs_in_only_once_there_are_enough_users():
     few = build("hybrid").fit(planted()[:40])
     many = build("hybrid", partner_full_users=40).fit(planted()[:40])
-    assert few.partner_share == pytest.approx(0.6 * 40 / 400)
-    assert many.partner_share == pytest.approx(0.6)
+    assert few.partner_share == pytest.approx(0.7 * 40 / 400)
+    assert many.partner_share == pytest.approx(0.7)
 
 
 def test_recommending_never_modifies_the_callers_matrix(fitted):

@@ -3,6 +3,11 @@
 Users whose events came after training (or who were never in training) are scored by recomputing
 their factors from a fresh row against the fixed item factors (``recalculate_user``), which is one
 small least-squares solve per user, batched inside implicit.
+
+``user_weight`` a > 0 scales each user's confidences by n_u^-a (n_u: the user's stored
+interactions), rescaled so the average interaction keeps its confidence: heavy users stop
+dominating the item factors. The rescaling constant is kept with the model so that recalculated
+users are weighted exactly as in training. (Same weighting as EASE's ``user_weight``.)
 """
 
 from __future__ import annotations
@@ -14,7 +19,14 @@ from implicit.cpu.als import AlternatingLeastSquares
 from scipy import sparse
 from threadpoolctl import threadpool_limits
 
-from recommenders.algorithms.base import ItemFeatures, Recommender, UserContext, as_user_items
+from recommenders.algorithms.base import (
+    ItemFeatures,
+    Recommender,
+    UserContext,
+    as_user_items,
+    user_weight_scale,
+    user_weights,
+)
 
 
 class ALS(Recommender):
@@ -28,7 +40,10 @@ class ALS(Recommender):
         "iterations": 15,
         "random_state": 42,
         "num_threads": 0,
+        "user_weight": 0.0,
     }
+    # Training's rescaling of the user weights (see user_weights); 1 when users are not weighted.
+    weight_scale = 1.0
 
     def _new_model(self) -> AlternatingLeastSquares:
         p = self._params
@@ -52,10 +67,17 @@ class ALS(Recommender):
         now: float | None = None,
     ) -> Self:
         X = as_user_items(user_items, dtype=np.float32)
+        exponent = float(self._params["user_weight"])
+        if not 0 <= exponent <= 2:
+            raise ValueError(f"als: user_weight must be in [0, 2], got {exponent}")
+        weighted, self.weight_scale = X, 1.0
+        if exponent:
+            self.weight_scale = user_weight_scale(np.diff(X.indptr), exponent)
+            weighted = as_user_items(sparse.diags(user_weights(X, exponent).astype(np.float32)) @ X, dtype=np.float32)
         model = self._new_model()
         # implicit's own threads do the work; BLAS threads on top of them only oversubscribe.
         with threadpool_limits(limits=1, user_api="blas"):
-            model.fit(X, show_progress=False)
+            model.fit(weighted, show_progress=False)
         self.model = self._for_serving(model)
         self._fitted(X)
         return self
@@ -78,8 +100,17 @@ class ALS(Recommender):
             vectors[known] = self.user_factors[userids[known]]
         if fresh.any():
             idx = np.flatnonzero(fresh)
-            vectors[fresh] = self.model.recalculate_user(idx, as_user_items(rows[idx]))
+            vectors[fresh] = self.model.recalculate_user(idx, self._weighted(as_user_items(rows[idx])))
         return vectors
+
+    def _weighted(self, rows: sparse.csr_matrix) -> sparse.csr_matrix:
+        """Rows with training's user weighting (n_u^-a times training's scale) applied."""
+        exponent = float(self._params["user_weight"])
+        if not exponent:
+            return rows
+        counts = np.maximum(np.diff(rows.indptr), 1).astype(np.float64)
+        weights = (self.weight_scale * counts**-exponent).astype(np.float32)
+        return as_user_items(sparse.diags(weights) @ rows, dtype=np.float32)
 
     @staticmethod
     def _for_serving(model: AlternatingLeastSquares) -> AlternatingLeastSquares:
@@ -102,10 +133,16 @@ class ALS(Recommender):
         return unit[itemids] @ unit.T
 
     def _state(self) -> dict[str, Any]:
-        return {**super()._state(), "user_factors": self.user_factors, "item_factors": self.item_factors}
+        return {
+            **super()._state(),
+            "user_factors": self.user_factors,
+            "item_factors": self.item_factors,
+            "weight_scale": self.weight_scale,
+        }
 
     def _load_state(self, state: dict[str, Any]) -> None:
         super()._load_state(state)
+        self.weight_scale = float(state.get("weight_scale", 1.0))  # artifacts from before user_weight
         model = self._new_model()
         model.user_factors = np.ascontiguousarray(state["user_factors"], dtype=np.float32)
         model.item_factors = np.ascontiguousarray(state["item_factors"], dtype=np.float32)

@@ -128,6 +128,29 @@ class UserContext:
         )
 
 
+def user_weight_scale(counts: np.ndarray, exponent: float) -> float:
+    """The constant c making c * n_u^-exponent average 1 over interactions (n_u = ``counts``), so
+    that weighting users keeps the data's overall scale and regularisation keeps its meaning."""
+    counts = np.asarray(counts, dtype=np.float64)
+    active = counts[counts > 0]
+    if exponent == 0 or not len(active):
+        return 1.0
+    return float(active.sum() / (active ** (1.0 - exponent)).sum())
+
+
+def user_weights(X: sparse.csr_matrix, exponent: float) -> np.ndarray:
+    """Per-user weights c * n_u^-exponent (n_u: stored interactions of the user, c from
+    user_weight_scale): heavy users (and bots) stop dominating item statistics. All ones for
+    exponent 0; users without interactions get 0 (they contribute nothing anyway)."""
+    counts = np.diff(X.indptr).astype(np.float64)
+    if exponent == 0:
+        return np.ones(X.shape[0])
+    weights = np.zeros(X.shape[0])
+    active = counts > 0
+    weights[active] = user_weight_scale(counts, exponent) * counts[active] ** -exponent
+    return weights
+
+
 def as_user_items(user_items: Any, *, dtype: type = np.float32) -> sparse.csr_matrix:
     """A canonical CSR matrix (sorted indices, no duplicates, no explicit zeros) of the given dtype.
 

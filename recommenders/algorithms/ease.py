@@ -7,6 +7,12 @@ overfit towards the identity", NeurIPS 2020): B = (G + L)^-1 G with G = X^T X an
 L = diag(p / (1 - p) * diag(G) + lambda), i.e. an L2 penalty that grows with item popularity in
 place of the zero-diagonal constraint; computed as I - P L with P = (G + L)^-1, one inverse too.
 
+``user_weight`` a > 0 weighs each user's row by n_u^-a in the Gram matrix (G = X^T W X, n_u the
+user's number of items), so heavy users (and bots) stop dominating the item-item statistics. The
+weights are rescaled so that the average interaction keeps weight 1: the Gram matrix keeps its
+scale and ``l2`` keeps its meaning whether or not users are weighted. On MovieLens-100K validation
+splits the default hybrid with a = 0.5 beats a = 0 on every split (see the hybrid's docstring).
+
 One dense n_items x n_items inverse: ``max_items`` guards memory and time (measured on this
 project's 2-core machine, one BLAS thread: 4,000 items take ~6 s; cost grows with the cube, so the
 default 8,000 is ~50 s and ~1.5 GB). Fitting beyond it raises CatalogueTooLarge with a message and
@@ -20,7 +26,7 @@ from typing import Any, Self
 import numpy as np
 from scipy import linalg, sparse
 
-from recommenders.algorithms.base import ItemFeatures, Recommender, UserContext, as_user_items
+from recommenders.algorithms.base import ItemFeatures, Recommender, UserContext, as_user_items, user_weights
 
 
 class CatalogueTooLarge(ValueError):
@@ -30,7 +36,7 @@ class CatalogueTooLarge(ValueError):
 class EASE(Recommender):
     name = "ease"
     # lambda 500 is the usual MovieLens-scale value; see bench/recommenders_quality.py for tuning.
-    defaults = {"l2": 500.0, "dropout": 0.0, "binary": True, "max_items": 8_000}
+    defaults = {"l2": 500.0, "dropout": 0.0, "user_weight": 0.0, "binary": True, "max_items": 8_000}
 
     def fit(
         self,
@@ -57,7 +63,10 @@ class EASE(Recommender):
         dropout = float(self._params["dropout"])
         if not 0 <= dropout < 1:
             raise ValueError(f"ease: dropout must be in [0, 1), got {dropout}")
-        gram = (X.T @ X).toarray()
+        user_weight = float(self._params["user_weight"])
+        if not 0 <= user_weight <= 2:
+            raise ValueError(f"ease: user_weight must be in [0, 2], got {user_weight}")
+        gram = (X.T @ sparse.diags(user_weights(X, user_weight)) @ X).toarray()
         if dropout > 0:
             penalty = dropout / (1 - dropout) * np.diag(gram) + float(self._params["l2"])
             gram[np.diag_indices(n_items)] += penalty

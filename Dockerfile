@@ -30,13 +30,15 @@ RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))
 FROM ${PYTHON_IMAGE} AS runtime
 
 # OPENBLAS_NUM_THREADS=1: the `implicit` recommender library wants OpenBLAS single-threaded (it
-# runs its own thread pool). PORT is where gunicorn listens inside the container.
+# runs its own thread pool); OMP_NUM_THREADS=1: one user's recommendations recomputed in a web request
+# must not start an OpenMP thread team per call (scale with processes instead). PORT is where gunicorn listens inside the container.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     DJANGO_SETTINGS_MODULE=personalization.settings \
     PORT=8000 \
-    OPENBLAS_NUM_THREADS=1
+    OPENBLAS_NUM_THREADS=1 \
+    OMP_NUM_THREADS=1
 
 # libgomp1: OpenMP runtime for `implicit`. libpq is not needed: psycopg2-binary bundles its own.
 # Not version-pinned: Debian point releases replace package versions under the same base tag.

@@ -7,7 +7,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/personalization
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
-TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) OPENBLAS_NUM_THREADS=1
+TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL)
+# The recommender libraries run single-threaded per process (implicit wants OpenBLAS so; scale with processes).
+export OPENBLAS_NUM_THREADS := 1
+export OMP_NUM_THREADS := 1
 
 .PHONY: run test install services browser lint check schema pytest bench bench-ingest bench-segments bench-recommenders bench-experiments bench-data clean
 

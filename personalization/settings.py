@@ -132,8 +132,65 @@ CELERY_BEAT_SCHEDULE: dict = {
 }
 
 # Segments (settings of the segments app go here).
+# ML scores: churn = no activity in the next N days; trained on profiles active in the lookback before.
+SEGMENTS_CHURN_HORIZON_DAYS = env.int("SEGMENTS_CHURN_HORIZON_DAYS", default=30)
+SEGMENTS_CHURN_LOOKBACK_DAYS = env.int("SEGMENTS_CHURN_LOOKBACK_DAYS", default=365)
+# Number of RFM clusters; 0 chooses 3 to 6 by silhouette.
+SEGMENTS_RFM_CLUSTERS = env.int("SEGMENTS_RFM_CLUSTERS", default=0)
+SEGMENTS_SCORE_SEED = env.int("SEGMENTS_SCORE_SEED", default=0)
+# Threads for training (1: Celery already runs a worker process per core).
+SEGMENTS_SCORE_THREADS = env.int("SEGMENTS_SCORE_THREADS", default=1)
+SEGMENTS_REALTIME = env.bool("SEGMENTS_REALTIME", default=True)
+SEGMENTS_REALTIME_DEBOUNCE_SECONDS = env.float("SEGMENTS_REALTIME_DEBOUNCE_SECONDS", default=2.0)
+SEGMENTS_PREVIEW_SAMPLE_MAX = env.int("SEGMENTS_PREVIEW_SAMPLE_MAX", default=100)
+SEGMENTS_RECOMPUTE_WORK_MEM = env.str("SEGMENTS_RECOMPUTE_WORK_MEM", default="64MB")
 # Recommenders (settings of the recommenders app go here).
+# Served-list log: buffered in Redis and written in bulk by `recommenders.served_flush` once this many
+# rows wait, or after this many seconds (off: one synchronous INSERT per list served).
+RECOMMENDERS_SERVED_BUFFER = env.bool("RECOMMENDERS_SERVED_BUFFER", default=True)
+RECOMMENDERS_SERVED_FLUSH_SIZE = env.int("RECOMMENDERS_SERVED_FLUSH_SIZE", default=500)
+RECOMMENDERS_SERVED_FLUSH_SECONDS = env.float("RECOMMENDERS_SERVED_FLUSH_SECONDS", default=5.0)
+# Serving: largest list per request, the visitor events read per request (newest first), the list
+# length scored when recomputing on read, and the positive items below which a visitor is served
+# item-to-item from their session rather than the full model (cold start).
+RECOMMENDERS_SERVE_MAX_N = env.int("RECOMMENDERS_SERVE_MAX_N", default=100)
+RECOMMENDERS_SERVE_HISTORY_EVENTS = env.int("RECOMMENDERS_SERVE_HISTORY_EVENTS", default=100)
+RECOMMENDERS_SERVE_RECOMPUTE_N = env.int("RECOMMENDERS_SERVE_RECOMPUTE_N", default=50)
+RECOMMENDERS_COLD_START_ITEMS = env.int("RECOMMENDERS_COLD_START_ITEMS", default=3)
+RECOMMENDERS_SERVE_CONTENT_SCAN = env.int("RECOMMENDERS_SERVE_CONTENT_SCAN", default=5000)
+# Catalogue rows (stock, price) are kept this many seconds in each web process (0: read every time).
+RECOMMENDERS_SERVE_ITEM_CACHE_SECONDS = env.float("RECOMMENDERS_SERVE_ITEM_CACHE_SECONDS", default=10.0)
+# Trending: window and half-life of recent events, visitors an item needs to trend in a slice,
+# members a segment needs to have its own list, and the list length kept per slice.
+RECOMMENDERS_TRENDING_DAYS = env.int("RECOMMENDERS_TRENDING_DAYS", default=7)
+RECOMMENDERS_TRENDING_HALF_LIFE_DAYS = env.float("RECOMMENDERS_TRENDING_HALF_LIFE_DAYS", default=2.0)
+RECOMMENDERS_TRENDING_MIN_VISITORS = env.int("RECOMMENDERS_TRENDING_MIN_VISITORS", default=2)
+RECOMMENDERS_TRENDING_MIN_SEGMENT = env.int("RECOMMENDERS_TRENDING_MIN_SEGMENT", default=20)
+RECOMMENDERS_TRENDING_DEPTH = env.int("RECOMMENDERS_TRENDING_DEPTH", default=200)
+# Events older than this many days are not read into the interaction matrix.
+RECOMMENDERS_HISTORY_DAYS = env.int("RECOMMENDERS_HISTORY_DAYS", default=365)
+# Users whose latest interactions are held out to evaluate a training (a random sample beyond this).
+RECOMMENDERS_EVAL_USERS = env.int("RECOMMENDERS_EVAL_USERS", default=5000)
+# Up to this many interactions, the model is refitted on everything after evaluation; above, the
+# evaluated model (fitted without the sample's held-out interactions) is the one published.
+RECOMMENDERS_REFIT_MAX_NNZ = env.int("RECOMMENDERS_REFIT_MAX_NNZ", default=1_000_000)
+# Precomputed lists written to Redis per pipeline round trip.
+RECOMMENDERS_PUBLISH_BATCH = env.int("RECOMMENDERS_PUBLISH_BATCH", default=2000)
+# Health check: CTR drop (relative to the first days of the live version) and event-type shift
+# (total variation distance, 0..1) that raise an alert and enqueue a retrain.
+RECOMMENDERS_CTR_MIN_IMPRESSIONS = env.int("RECOMMENDERS_CTR_MIN_IMPRESSIONS", default=200)
+RECOMMENDERS_CTR_DROP = env.float("RECOMMENDERS_CTR_DROP", default=0.3)
+RECOMMENDERS_DRIFT_THRESHOLD = env.float("RECOMMENDERS_DRIFT_THRESHOLD", default=0.2)
+# Artifacts of this many most recent non-live versions per configuration are kept in storage.
+RECOMMENDERS_ARTIFACTS_KEEP = env.int("RECOMMENDERS_ARTIFACTS_KEEP", default=5)
 # Experiments (settings of the experiments app go here).
+# Consent purpose a visitor must allow to enter an experiment that names none.
+EXPERIMENTS_CONSENT_PURPOSE = env.str("EXPERIMENTS_CONSENT_PURPOSE", default="analytics")
+# The roll-up reads events stored at least this long ago, so a transaction still committing a lower
+# event id is not skipped.
+EXPERIMENTS_ROLLUP_LAG_SECONDS = env.float("EXPERIMENTS_ROLLUP_LAG_SECONDS", default=10.0)
+# A results snapshot (uplift-over-time chart) is kept at most this often per experiment.
+EXPERIMENTS_SNAPSHOT_MINUTES = env.int("EXPERIMENTS_SNAPSHOT_MINUTES", default=60)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -20,6 +20,7 @@ segment_urls = [
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/privacy/inventory/", privacy_views.inventory, name="privacy-inventory"),
+    path("admin/recommenders/insight/", include("recommenders.admin_insight")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("tracking.api.urls")),
     path("api/v1/", include("privacy.urls")),

@@ -1,0 +1,1 @@
+"""Services (writes and business rules) of the recommenders app, one module per concept."""

@@ -1,0 +1,392 @@
+"""Who is asking for recommendations: the visitor's profile, whether their consent allows
+personalization, their context (device, country, hour band) and their recent history, read in a
+few indexed queries so the hot path stays in milliseconds."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.utils import timezone
+
+from privacy.consent import State, collection_allowed
+from privacy.services.consent import consent_states, purposes
+from recommenders import cache_keys
+from recommenders.models import Feedback
+from recommenders.services.catalogue import item_ids_in_properties
+from tracking.models import Event, Identity, Profile, Source
+from tracking.services.identity import identity_hash, old_identity_hash_keys
+
+PURPOSE = "personalization"
+# A new session starts after this much inactivity (the same gap ingestion counts sessions with).
+SESSION_GAP_SECONDS = 30 * 60
+HOUR_BANDS = (("night", 0, 5), ("morning", 6, 11), ("afternoon", 12, 17), ("evening", 18, 23))
+# Verbs of "because you ... X", by the event type the anchor item came from.
+VERBS = {"purchase": "bought", "add_to_cart": "added to your cart", "thumbs_up": "liked"}
+
+
+def hour_band(hour: int | None) -> str:
+    if hour is None:
+        return ""
+    for name, first, last in HOUR_BANDS:
+        if first <= hour <= last:
+            return name
+    return ""
+
+
+def band_hours(band: str) -> tuple[int, int] | None:
+    for name, first, last in HOUR_BANDS:
+        if name == band:
+            return first, last
+    return None
+
+
+# Profile fields serving reads; the others stay deferred (loaded only if something asks for them).
+# In the model's field order, which is the order `Model.from_db` expects values in.
+_WANTED = {"id", "uuid", "last_seen_at", "last_device_type", "last_country", "traits", "last_source_id"}
+PROFILE_FIELDS = tuple(f.attname for f in Profile._meta.concrete_fields if f.attname in _WANTED)
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """A profile found by one of its identifiers, with its personalization consent state.
+    `read_at`: set when it came from the visitor cache: the time it was read from the database,
+    which the profile's change stamp must not be later than (see `visitor_cached`)."""
+
+    profile: Profile
+    consent: State | None
+    read_at: float | None = None
+    kind: str = ""
+    values: tuple[str, ...] = ()
+
+
+def _lookup(kind: str, values: list[str]) -> Visitor | None:
+    """Identity -> profile, and the profile's consent state for personalization. On Postgres one
+    raw statement (on the hot path the ORM's query building costs more than the query); elsewhere
+    (the embedded SQLite mode) the ORM."""
+    purpose = purposes().get(PURPOSE)
+    if connection.vendor != "postgresql":
+        identity = Identity.objects.select_related("profile").filter(kind=kind, value__in=values).first()
+        if identity is None:
+            return None
+        state = consent_states([identity.profile_id]).get(identity.profile_id, {}).get(PURPOSE)
+        return Visitor(identity.profile, state)
+    from privacy.models import ConsentState
+
+    marks = ", ".join(["%s"] * len(values))
+    columns = ", ".join(f"p.{connection.ops.quote_name(f)}" for f in PROFILE_FIELDS)
+    sql = (
+        f"SELECT {columns}, cs.granted, cs.policy_version "
+        f"FROM {Identity._meta.db_table} i JOIN {Profile._meta.db_table} p ON p.id = i.profile_id "
+        f"LEFT JOIN {ConsentState._meta.db_table} cs ON cs.profile_id = p.id AND cs.purpose_id = %s "
+        f"WHERE i.kind = %s AND i.value IN ({marks}) LIMIT 1"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [purpose.id if purpose else -1, kind, *values])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    fields = list(row[: len(PROFILE_FIELDS)])
+    at = PROFILE_FIELDS.index("traits")
+    fields[at] = Profile._meta.get_field("traits").from_db_value(fields[at], None, connection)
+    profile = Profile.from_db("default", list(PROFILE_FIELDS), fields)
+    granted, version = row[len(PROFILE_FIELDS) :]
+    return Visitor(profile, None if granted is None else State(bool(granted), int(version)))
+
+
+def visitor_by_anonymous_id(anonymous_id: str, *, cached: bool = False) -> Visitor | None:
+    """`cached`: through the visitor cache (the recommendations hot path, which confirms the entry
+    with the same round trip that reads the visitor's list); else from the database."""
+    if cached:
+        return visitor_cached(Identity.Kind.ANONYMOUS, [anonymous_id])
+    return _lookup(Identity.Kind.ANONYMOUS, [anonymous_id])
+
+
+def visitor_by_user_id(user_id: str, *, cached: bool = False) -> Visitor | None:
+    """By the clear user id: its keyed hash under the current key, then the keys being rotated out
+    (an identity is re-hashed only when the user next sends an event)."""
+    values = [identity_hash(user_id)] + [identity_hash(user_id, key=key) for key in old_identity_hash_keys()]
+    if cached:
+        return visitor_cached(Identity.Kind.USER, values)
+    return _lookup(Identity.Kind.USER, values)
+
+
+# ---- the visitor cache -------------------------------------------------------------------------------
+# Resolving the visitor was the one database query of a cached answer. Entries (identity -> the
+# profile fields serving reads and the consent state) live VISITOR_TTL seconds; whatever changes
+# them (events stored: last_seen_at and context; consent; a merge; erasure) sets the profile's change
+# stamp (`visitors_changed`, from `recommenders.serving.receivers`). An entry read before its
+# profile's stamp is stale: the hot path reads the stamp together with the visitor's list (one MGET)
+# and goes back to the database when it is. Stamps outlive entries, so no entry outlives the stamp
+# that condemns it. VISITOR_SKEW covers clocks of different web hosts being slightly apart: a change
+# stamped up to that long before an entry was read also condemns it (it costs one query more).
+VISITOR_TTL = 300
+VISITOR_SKEW = 0.5
+
+
+def visitor_key(kind: str, value: str) -> str:
+    return f"rec:v{cache_keys.VERSION}:visitor:{kind}:{value}"
+
+
+def visitor_stamp_key(profile_id: int) -> str:
+    return f"rec:v{cache_keys.VERSION}:visitor-stamp:{profile_id}"
+
+
+def visitors_changed(profile_ids) -> None:
+    """Condemn the cached visitor entries of these profiles (their data or identities changed)."""
+    from recommenders.serving.cache import CACHE_ERRORS
+
+    now = time.time()
+    stamps = {visitor_stamp_key(int(pid)): now for pid in set(profile_ids)}
+    if not stamps:
+        return
+    # With Redis unreachable no entry can be read either; entries written before expire on their own.
+    with contextlib.suppress(*CACHE_ERRORS):
+        cache.set_many(stamps, VISITOR_TTL + 60)
+
+
+def visitor_is_current(visitor: Visitor, stamp) -> bool:
+    """Is a visitor (and what came with it) still what the database says, given their change stamp?"""
+    return visitor.read_at is None or stamp is None or float(stamp) < visitor.read_at - VISITOR_SKEW
+
+
+def _entry(visitor: Visitor, read_at: float) -> tuple:
+    profile = visitor.profile
+    state = visitor.consent
+    return (
+        read_at,
+        tuple(getattr(profile, f) for f in PROFILE_FIELDS),
+        None if state is None else (state.granted, state.policy_version),
+    )
+
+
+def _from_entry(entry, kind: str, values: list[str]) -> Visitor | None:
+    try:
+        read_at, fields, state = entry
+        profile = Profile.from_db("default", list(PROFILE_FIELDS), list(fields))
+        consent = None if state is None else State(bool(state[0]), int(state[1]))
+    except (TypeError, ValueError):  # an entry of another layout: read the database
+        return None
+    return Visitor(profile, consent, read_at=float(read_at), kind=kind, values=tuple(values))
+
+
+def visitor_cached(kind: str, values: list[str]) -> Visitor | None:
+    """The visitor from the cache when there, else from the database (and cached). A visitor from
+    the cache carries `read_at`: confirm it with `visitor_confirm` (or `visitor_is_current` with
+    the stamp read alongside something else) before trusting it."""
+    from recommenders.serving.cache import safe_get, safe_set
+
+    key = visitor_key(kind, values[0])
+    entry = safe_get(key)
+    if entry is not None:
+        visitor = _from_entry(entry, kind, values)
+        if visitor is not None:
+            return visitor
+    read_at = time.time()
+    visitor = _lookup(kind, values)
+    if visitor is not None:
+        safe_set(key, _entry(visitor, read_at), VISITOR_TTL)
+        return Visitor(visitor.profile, visitor.consent, kind=kind, values=tuple(values))
+    return None
+
+
+def visitor_refresh(visitor: Visitor) -> Visitor | None:
+    """A stale cached visitor read again from the database (and cached again)."""
+    from recommenders.serving.cache import safe_set
+
+    read_at = time.time()
+    fresh = _lookup(visitor.kind, list(visitor.values))
+    if fresh is not None:
+        safe_set(visitor_key(visitor.kind, visitor.values[0]), _entry(fresh, read_at), VISITOR_TTL)
+    return fresh
+
+
+def visitor_confirm(visitor: Visitor | None) -> Visitor | None:
+    """The visitor, checked against their change stamp when it came from the cache."""
+    if visitor is None or visitor.read_at is None:
+        return visitor
+    from recommenders.serving.cache import safe_get
+
+    if visitor_is_current(visitor, safe_get(visitor_stamp_key(visitor.profile.pk))):
+        return visitor
+    return visitor_refresh(visitor)
+
+
+def profile_by_user_id(user_id: str) -> Profile | None:
+    visitor = visitor_by_user_id(user_id)
+    return visitor.profile if visitor else None
+
+
+def profile_by_anonymous_id(anonymous_id: str) -> Profile | None:
+    visitor = visitor_by_anonymous_id(anonymous_id)
+    return visitor.profile if visitor else None
+
+
+UNKNOWN = _UNKNOWN = object()  # consent state not read yet
+
+
+def personalization_allowed(*, profile: Profile | None, source: Source, state=_UNKNOWN) -> bool:
+    """May this visitor's own data shape what they are shown? Under the source's regime: opt-in
+    needs a current grant of `personalization`, opt-out holds unless it was refused. A visitor
+    we know nothing of has nothing to personalize from, but under opt-in gets no context either.
+    `state`: the consent state when the caller has read it already (None: no decision)."""
+    purpose = purposes().get(PURPOSE)
+    if purpose is None:
+        return True
+    if state is _UNKNOWN:
+        state = consent_states([profile.pk]).get(profile.pk, {}).get(PURPOSE) if profile is not None else None
+    return collection_allowed(
+        regime=source.consent_regime,
+        policy_version=source.consent_policy_version,
+        purpose=PURPOSE,
+        required=purpose.required,
+        state=state,
+        gpc=False,
+    )
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where and when the visitor is: slices trending lists are cut by."""
+
+    device: str = ""
+    country: str = ""
+    band: str = ""
+
+
+def request_context(meta: dict) -> Context:
+    """Context of a visitor we have no profile for, from the request itself."""
+    from tracking.enrich import parse_user_agent
+
+    device, _, _ = parse_user_agent(meta.get("HTTP_USER_AGENT", ""))
+    country = ""
+    if settings.GEO_COUNTRY_HEADER:
+        country = meta.get("HTTP_" + settings.GEO_COUNTRY_HEADER.upper().replace("-", "_"), "")[:2].upper()
+    return Context(device=device if device not in ("bot", "other") else "", country=country)
+
+
+@dataclass
+class Interaction:
+    item: str
+    type: str
+    at: datetime
+    received_at: datetime
+    weight: float
+
+
+@dataclass
+class History:
+    """The visitor's recent weighted interactions (newest first), the items of their latest
+    session, what they bought, and their explicit feedback."""
+
+    interactions: list[Interaction] = field(default_factory=list)
+    session_items: list[str] = field(default_factory=list)
+    purchased: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)
+    thumbs_down: set[str] = field(default_factory=set)
+    thumbs_up: dict[str, datetime] = field(default_factory=dict)
+    latest_received: float | None = None  # unix time the newest weighted event/feedback arrived
+    local_hour: int | None = None
+    read_at: float = 0.0  # unix time just before the read: everything that arrived earlier is in here
+
+    @property
+    def positive_items(self) -> list[str]:
+        """Distinct items with a positive interaction, most recent first."""
+        out: dict[str, None] = {}
+        for interaction in self.interactions:
+            if interaction.weight > 0:
+                out.setdefault(interaction.item, None)
+        for item in self.thumbs_up:
+            out.setdefault(item, None)
+        return list(out)
+
+    def anchor_verb(self, item: str) -> str:
+        """How the visitor met `item`, for "because you <verb> X": the strongest event type."""
+        if item in self.thumbs_up:
+            return VERBS["thumbs_up"]
+        types = {i.type for i in self.interactions if i.item == item}
+        for event_type in ("purchase", "add_to_cart"):
+            if event_type in types:
+                return VERBS[event_type]
+        return "viewed"
+
+
+def history_load(*, profile: Profile, weights: dict[str, float], half_life_days: float | None) -> History:
+    """The visitor's latest events (bounded, newest first, through the (profile, -timestamp)
+    index) and feedback: two queries. Weights and decay are the configuration's, so a row built
+    from them scores like the training matrix."""
+    history = History(read_at=time.time())
+    limit = settings.RECOMMENDERS_SERVE_HISTORY_EVENTS
+    rows = (
+        Event.objects.filter(profile_id=profile.pk)
+        .order_by("-timestamp", "-id")
+        .values_list("type", "properties", "timestamp", "received_at", "local_hour")[:limit]
+    )
+    now = timezone.now()
+    rate = math.log(2) / (half_life_days * 86400.0) if half_life_days else 0.0
+    session_end: datetime | None = None
+    in_session = True
+    latest = None
+    for event_type, properties, at, received_at, local_hour in rows:
+        if history.local_hour is None and local_hour is not None:
+            history.local_hour = local_hour
+        items = item_ids_in_properties(properties)
+        if session_end is not None and (session_end - at).total_seconds() > SESSION_GAP_SECONDS:
+            in_session = False
+        session_end = at
+        if not items:
+            continue
+        if in_session:
+            for item in items:
+                if item not in history.session_items:
+                    history.session_items.append(item)
+        history.seen.update(items)
+        if event_type == "purchase":
+            history.purchased.update(items)
+        weight = weights.get(event_type)
+        if not weight:
+            continue
+        decayed = weight * math.exp(-rate * max((now - at).total_seconds(), 0.0))
+        for item in items:
+            history.interactions.append(Interaction(item, event_type, at, received_at, decayed))
+        received = received_at.timestamp()
+        latest = received if latest is None else max(latest, received)
+    for item, kind, created_at in Feedback.objects.filter(profile_id=profile.pk).values_list(
+        "item__external_id", "kind", "created_at"
+    ):
+        if kind == Feedback.Kind.DOWN:
+            history.thumbs_down.add(item)
+        else:
+            history.thumbs_up[item] = created_at
+        stamp = created_at.timestamp()
+        latest = stamp if latest is None else max(latest, stamp)
+    history.latest_received = latest
+    return history
+
+
+def stated_preferences(profile: Profile | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(categories, tags) the visitor stated, from their traits: `preferences: {categories: [...],
+    tags: [...]}` (what an onboarding form sends with `identify`), or a flat `interests: [...]`."""
+    if profile is None or not isinstance(profile.traits, dict):
+        return (), ()
+    traits = profile.traits
+    prefs = traits.get("preferences")
+    categories: list[str] = []
+    tags: list[str] = []
+    if isinstance(prefs, dict):
+        categories = [str(c) for c in prefs.get("categories") or [] if isinstance(c, str | int)]
+        tags = [str(t) for t in prefs.get("tags") or [] if isinstance(t, str | int)]
+    interests = traits.get("interests")
+    if isinstance(interests, list):
+        words = [str(i) for i in interests if isinstance(i, str | int)]
+        categories += words
+        tags += words
+    return tuple(dict.fromkeys(c.strip().lower() for c in categories if c.strip())), tuple(
+        dict.fromkeys(t.strip().lower() for t in tags if t.strip())
+    )

@@ -1,0 +1,91 @@
+"""The served-list log on the hot path: buffered in Redis, written in bulk by a real Celery worker,
+and nothing CTR attribution needs lost on the way (a failed write, a dead flusher, an erased visitor)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from personalization.celery import app as celery_app
+from recommenders.models import RecommendationServed
+from recommenders.serving import served
+from recommenders.serving.served import served_flush, served_pending
+from tests.test_recommenders_serving import _fresh, catalogue, ids, journeys, recommend, send, train  # noqa: F401
+from tracking.selectors import profile_by_anonymous_id
+
+
+@pytest.fixture
+def shop(client_public):
+    """The serving tests' shop: a catalogue, visitors' journeys and a trained EASE model, live."""
+    catalogue()
+    send(client_public, *journeys())
+    return train()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_served_tokens_buffered_then_flushed_by_the_worker_are_all_stored(client_public, settings):
+    from celery.contrib.testing.worker import start_worker
+
+    settings.RECOMMENDERS_SERVED_FLUSH_SIZE = 4
+    catalogue()
+    send(client_public, *journeys(visitors=12))
+    trained = train()
+    bodies = [recommend(client_public, anonymous_id=f"v{i % 12}", n=3, placement="home") for i in range(30)]
+    assert served_pending() > 0  # the requests wrote nothing to the database themselves
+    with start_worker(celery_app, perform_ping_check=False, pool="solo", shutdown_timeout=10):
+        # What the beat does every few seconds (and a request when the buffer is full).
+        celery_app.send_task("recommenders.served_flush").get(timeout=30)
+        deadline = time.monotonic() + 10
+        while served_pending() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert served_pending() == 0
+    stored = {str(s.token): s for s in RecommendationServed.objects.select_related("model_version", "profile")}
+    assert set(stored) == {b["token"] for b in bodies}
+    for body in bodies[:12]:
+        row = stored[body["token"]]
+        assert row.items == ids(body) and row.placement == "home"
+        assert row.model_version.version == trained.version
+    assert stored[bodies[5]["token"]].profile == profile_by_anonymous_id("v5")
+
+
+@pytest.mark.django_db
+def test_a_flush_whose_write_fails_puts_the_rows_back_and_the_next_one_stores_them(client_public, shop, monkeypatch):
+    tokens = [recommend(client_public, anonymous_id=f"v{i}", n=3)["token"] for i in range(5)]
+    real_store = served._store
+
+    def broken(rows):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(served, "_store", broken)
+    with pytest.raises(RuntimeError):
+        served_flush()
+    assert served_pending() == 5 and not RecommendationServed.objects.exists()
+    monkeypatch.setattr(served, "_store", real_store)
+    assert served_flush() == 5
+    assert {str(t) for t in RecommendationServed.objects.values_list("token", flat=True)} == set(tokens)
+
+
+@pytest.mark.django_db
+def test_rows_left_in_flight_by_a_dead_flusher_are_stored_by_a_later_flush(client_public, shop, monkeypatch):
+    tokens = [recommend(client_public, anonymous_id=f"v{i}", n=3)["token"] for i in range(3)]
+    client = served._client()
+    buffer, inflight = served._keys()
+    # A flusher took the batch and died before writing it, long ago.
+    client.register_script(served._TAKE)(
+        keys=[buffer, f"{inflight}:dead", f"{inflight}:index"], args=[100, time.time() - 2 * served.STALE_SECONDS]
+    )
+    assert served_pending() == 0
+    assert served_flush() == 3
+    assert {str(t) for t in RecommendationServed.objects.values_list("token", flat=True)} == set(tokens)
+
+
+@pytest.mark.django_db
+def test_a_list_buffered_before_the_visitor_was_erased_is_stored_without_them(client_public, shop):
+    from privacy.services.subjects import subject_erase
+
+    body = recommend(client_public, anonymous_id="v2", n=3)
+    subject_erase(profile=profile_by_anonymous_id("v2"))
+    served_flush()
+    row = RecommendationServed.objects.get(token=body["token"])
+    assert row.profile_id is None and row.items == ids(body) and row.model_version is not None

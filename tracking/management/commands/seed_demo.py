@@ -4,6 +4,7 @@ import itertools
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
@@ -58,8 +59,27 @@ class Command(BaseCommand):
             duplicates += result.duplicates
             rejected += len(result.rejected)
         self.stdout.write(f"Demo events: {accepted} accepted ({duplicates} already there), {rejected} rejected.")
+        self._segments()
+        call_command("recommenders_seed", stdout=self.stdout)
         if admin:
             self._admin()
+
+    def _segments(self) -> None:
+        """The built-in segment templates (once each), ML scores trained on the demo history, and the
+        memberships computed, so the admin opens on a working demo."""
+        from segments.models import Segment
+        from segments.services import segment_from_template, segments_recompute_all
+        from segments.services.scores import scores_train
+        from segments.templates import TEMPLATES
+
+        present = set(Segment.objects.exclude(template="").values_list("template", flat=True))
+        added = [segment_from_template(template_key=key).key for key in TEMPLATES if key not in present]
+        trained = scores_train()
+        queued = segments_recompute_all()
+        self.stdout.write(
+            f"Segments: {len(added)} added from templates, {len(queued)} recomputed; "
+            f"scores {trained.versions or trained.skipped}."
+        )
 
     def _admin(self) -> None:
         username, password = DEMO_ADMIN

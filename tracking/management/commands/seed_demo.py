@@ -61,6 +61,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Demo events: {accepted} accepted ({duplicates} already there), {rejected} rejected.")
         self._segments()
         call_command("recommenders_seed", stdout=self.stdout)
+        call_command("experiments_seed", stdout=self.stdout)
         if admin:
             self._admin()
 

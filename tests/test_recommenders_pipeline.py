@@ -193,9 +193,8 @@ def test_demo_seed_gives_a_catalogue_and_a_live_default_model():
 
     from recommenders.models import Item
 
-    call_command("seed_demo", visitors=40, days=20, stdout=StringIO())
     out = StringIO()
-    call_command("recommenders_seed", stdout=out)
+    call_command("seed_demo", visitors=40, days=20, stdout=out)  # loads the catalogue and trains too
     assert "v1 live" in out.getvalue()
     assert Item.objects.filter(is_stub=False).count() >= 52
     assert Item.objects.get(external_id="sku-001").categories == ["shoes"]

@@ -142,6 +142,9 @@ SEGMENTS_SCORE_SEED = env.int("SEGMENTS_SCORE_SEED", default=0)
 SEGMENTS_SCORE_THREADS = env.int("SEGMENTS_SCORE_THREADS", default=1)
 SEGMENTS_REALTIME = env.bool("SEGMENTS_REALTIME", default=True)
 SEGMENTS_REALTIME_DEBOUNCE_SECONDS = env.float("SEGMENTS_REALTIME_DEBOUNCE_SECONDS", default=2.0)
+# Wait for the WAL flush when a real-time refresh commits (off: memberships are derived state that the
+# 15-minute recompute rebuilds; a database crash can lose the last fraction of a second of them).
+SEGMENTS_REALTIME_SYNCHRONOUS_COMMIT = env.bool("SEGMENTS_REALTIME_SYNCHRONOUS_COMMIT", default=False)
 SEGMENTS_PREVIEW_SAMPLE_MAX = env.int("SEGMENTS_PREVIEW_SAMPLE_MAX", default=100)
 SEGMENTS_RECOMPUTE_WORK_MEM = env.str("SEGMENTS_RECOMPUTE_WORK_MEM", default="64MB")
 # Recommenders (settings of the recommenders app go here).

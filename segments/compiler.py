@@ -146,20 +146,26 @@ class _Compiler:
         ]
         if len(merged) < 2 or all(self._holds_at_zero(op, value) for _, op, value in specs):
             return Q(), children
-        events = Event.objects.filter(timestamp__gte=self.now - max(c["within"] for c in merged) * DAY)
+        widest = max(c["within"] for c in merged)
+        events = Event.objects.filter(timestamp__gte=self.now - widest * DAY)
         types = {c["event"] for c in merged}
         if "*" not in types:
             events = events.filter(type__in=sorted(types))
         measures, having = {}, Q()
         for index, (cond, op, value) in enumerate(specs):
-            only = Q(timestamp__gte=self.now - cond["within"] * DAY)
-            if cond["event"] != "*":
+            # Only what the WHERE above does not already say (the widest window, a single event type):
+            # a FILTER is evaluated on every row of the pass (a bare count(*) needs none).
+            only = Q()
+            if cond["within"] != widest:
+                only &= Q(timestamp__gte=self.now - cond["within"] * DAY)
+            if cond["event"] != "*" and types != {cond["event"]}:
                 only &= Q(type=cond["event"])
+            filtered = {"filter": only} if only else {}
             name = f"m{index}"
             if cond.get("measure", "count") == "count":
-                measures[name] = Count("id", filter=only)
+                measures[name] = Count("id", **filtered) if only else Count("*")
             else:
-                measures[name] = Coalesce(Sum("value", filter=only), Value(0), output_field=FloatField())
+                measures[name] = Coalesce(Sum("value", **filtered), Value(0), output_field=FloatField())
             having &= self._value_q(name, op, value)
         grouped = events.values("profile_id").annotate(**measures).filter(having)
         return self._ids(grouped), [c for c in children if not (isinstance(c, dict) and self._mergeable(c))]

@@ -251,3 +251,35 @@ def test_event_conditions_merged_into_one_pass_match_the_same_profiles(source, p
             raise _Rollback
     except _Rollback:
         pass
+
+
+@pytest.mark.django_db
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(people=st.lists(profile, min_size=1, max_size=4), rule=rules, stale=st.sets(st.integers(0, 3)))
+def test_realtime_refresh_statement_stores_the_batch_members(source, people, rule, stale):
+    """The refresh's one statement (evaluate, insert entrants, delete leavers, history; prepared on
+    Postgres) leaves exactly the members the batch recompute stores, from any starting membership."""
+    from segments.models import SegmentMembershipChange
+    from segments.services.membership import profile_segments_refresh
+
+    try:
+        with transaction.atomic():
+            made = [make_profile(source, **spec) for spec in people]
+            batch_segment = Segment.objects.create(key="batch", name="batch", rule=rule, status="paused")
+            segment_recompute(segment_id=batch_segment.pk, now=NOW)
+            batch = set(SegmentMembership.objects.filter(segment=batch_segment).values_list("profile_id", flat=True))
+            live = Segment.objects.create(key="live", name="live", rule=rule)
+            before = {made[i].pk for i in stale if i < len(made)}  # members from an older state, right or wrong
+            for pk in before:
+                SegmentMembership.objects.create(segment=live, profile_id=pk, entered_at=NOW)
+            changes = [c for p in made for c in profile_segments_refresh(profile_id=p.pk, now=NOW)]
+            stored = set(SegmentMembership.objects.filter(segment=live).values_list("profile_id", flat=True))
+            assert stored == batch, (rule, people)
+            assert {(c.profile_id, c.kind) for c in changes} == {(p, "entered") for p in batch - before} | {
+                (p, "left") for p in before - batch
+            }
+            history = SegmentMembershipChange.objects.filter(segment=live, via="realtime")
+            assert sorted(history.values_list("profile_id", "kind")) == sorted((c.profile_id, c.kind) for c in changes)
+            raise _Rollback
+    except _Rollback:
+        pass

@@ -10,12 +10,19 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from segments.compiler import RuleCycle, rule_compile
 from segments.models import Segment, SegmentMembership, SegmentMembershipChange, SegmentSizeSnapshot
-from segments.services.realtime import active_segments, profile_segments_state
+from segments.prepared import execute_prepared
+from segments.services.realtime import (
+    ActiveSegment,
+    active_segments,
+    profile_segments_matches_sql,
+    profile_segments_state,
+)
 from segments.signals import membership_changed
 from tracking.models import Profile
 
@@ -87,8 +94,6 @@ def segment_recompute(*, segment_id: int, version: int | None = None, now: datet
 
 
 def work_mem() -> str:
-    from django.conf import settings
-
     return settings.SEGMENTS_RECOMPUTE_WORK_MEM
 
 
@@ -96,12 +101,14 @@ RECOMPUTE_LOCK_SPACE = 0x5E6  # first key of the two-key advisory locks of segme
 
 
 def _recompute_lock(segment_id: int) -> None:
-    """One recompute of a segment at a time (a transaction-scoped advisory lock, Postgres). Not a lock
-    on the segment row: editing the segment, and real-time refreshes adding members (whose foreign
-    key locks the row for share), must not wait for a long recompute. SQLite lets one writer in anyway."""
+    """One recompute of a segment at a time (a transaction-scoped advisory lock, Postgres), and the
+    segment row locked FOR KEY SHARE: it cannot be deleted under the recompute (memberships have no
+    database foreign key, see SegmentMembership), while editing it (an UPDATE of non-key columns) and
+    real-time refreshes do not wait for a long recompute. SQLite lets one writer in anyway."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s::int4)", [RECOMPUTE_LOCK_SPACE, segment_id])
+            cursor.execute(f"SELECT 1 FROM {Segment._meta.db_table} WHERE id = %s FOR KEY SHARE", [segment_id])
 
 
 def _apply(segment_id: int, matching_sql: str, matching_params: list, stamp: datetime) -> tuple[int, int]:
@@ -213,6 +220,8 @@ def profile_segments_refresh(
     segments = [s for s in active_segments() if s.deps.affected_by(wanted)]
     if not segments:
         return []
+    if connection.vendor == "postgresql":
+        return _refresh_postgres(profile_id, segments, now or timezone.now())
     matches, current = profile_segments_state(profile_id=profile_id, segments=segments, now=now)
     if not matches:
         return []
@@ -253,6 +262,63 @@ def profile_segments_refresh(
         if changes:
             transaction.on_commit(lambda: _announce(changes))
     return changes
+
+
+def _refresh_postgres(profile_id: int, segments: list[ActiveSegment], now: datetime) -> list[Change]:
+    """The real-time refresh in one statement, so one round trip (and no transaction of its own: one
+    statement is atomic): evaluate the compiled rules for the profile, insert the entrants, delete the
+    leavers, and write the history rows of both, returning what changed.
+
+    The same guards as the batch: entrants only into segments still active (the list of active
+    segments may be a moment old), each locked FOR KEY SHARE so it cannot be deleted under the insert;
+    ON CONFLICT and DELETE..RETURNING let a concurrent refresh or recompute record a change once. A
+    profile that is gone matches nothing and no segment (NULL), so nothing changes."""
+    matches_sql, params, ids = profile_segments_matches_sql(profile_id=profile_id, segments=segments, now=now)
+    if not ids:
+        return []
+    members, changes, segments_table = (
+        SegmentMembership._meta.db_table,
+        SegmentMembershipChange._meta.db_table,
+        Segment._meta.db_table,
+    )
+    stamp = timezone.now()
+    if connection.in_atomic_block or settings.SEGMENTS_REALTIME_SYNCHRONOUS_COMMIT:
+        matches = f"WITH m (segment_id, matched) AS ({matches_sql}), "
+    else:
+        # The statement is its own transaction: commit it without waiting for the WAL flush (see
+        # SEGMENTS_REALTIME_SYNCHRONOUS_COMMIT). Never done inside a caller's transaction, whose
+        # durability is not ours to change.
+        matches = (
+            "WITH cfg AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)), "
+            f"m (segment_id, matched) AS (SELECT v.* FROM ({matches_sql}) v CROSS JOIN cfg), "
+        )
+    sql = (
+        matches + f"ins AS (INSERT INTO {members} (segment_id, profile_id, entered_at) "
+        f"SELECT s.id, %s::bigint, %s::timestamptz FROM m JOIN {segments_table} s ON s.id = m.segment_id "
+        "WHERE m.matched AND s.status = %s::varchar "
+        f"AND NOT EXISTS (SELECT 1 FROM {members} x WHERE x.segment_id = m.segment_id AND x.profile_id = %s::bigint) "
+        "FOR KEY SHARE OF s ON CONFLICT (segment_id, profile_id) DO NOTHING RETURNING segment_id), "
+        f"del AS (DELETE FROM {members} x USING m WHERE x.profile_id = %s::bigint AND x.segment_id = m.segment_id "
+        "AND NOT m.matched RETURNING x.segment_id), "
+        f"hist AS (INSERT INTO {changes} (segment_id, profile_id, kind, at, via) "
+        "SELECT segment_id, %s::bigint, %s::varchar, %s::timestamptz, %s::varchar FROM ins UNION ALL "
+        "SELECT segment_id, %s::bigint, %s::varchar, %s::timestamptz, %s::varchar FROM del "
+        "RETURNING segment_id, kind) "
+        "SELECT segment_id, kind FROM hist"
+    )
+    params += [profile_id, stamp, Segment.Status.ACTIVE, profile_id, profile_id]
+    params += [profile_id, ENTERED, stamp, REALTIME, profile_id, LEFT, stamp, REALTIME]
+    with connection.cursor() as cursor:
+        execute_prepared(cursor, sql, params)  # explicit casts above: nothing left for PREPARE to guess
+        rows = cursor.fetchall()
+    if not rows:
+        return []
+    order = {segment_id: n for n, segment_id in enumerate(ids)}
+    keys = {s.id: s.key for s in segments}
+    found = [Change(segment_id, keys[segment_id], profile_id, kind) for segment_id, kind in rows]
+    found.sort(key=lambda c: order[c.segment_id])
+    transaction.on_commit(lambda: _announce(found))  # at once outside a transaction
+    return found
 
 
 def _announce(changes: list[Change]) -> None:

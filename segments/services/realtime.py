@@ -7,6 +7,9 @@ running them, so on Postgres the SQL of each segment is compiled once per rule (
 rules) with placeholder values for "now" and the profile id, and only the parameters are replaced
 per call: every datetime parameter is "now" minus a fixed offset, and the profile id is the
 placeholder. The SQL is exactly what the compiler produced for that rule.
+
+On Postgres the refresh (services/membership.py) wraps the same per-segment SQL, as rows of a VALUES
+list (`profile_segments_matches_sql`), in one prepared statement that also writes the changes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 
 from django.db import connection
 from django.db.models import BooleanField, ExpressionWrapper
@@ -39,8 +43,9 @@ class ActiveSegment:
     # Rules of the segments it refers to, directly or not (for compiling it without a database read).
     refs: dict[str, dict] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
+        # Computed once per loaded list (every ACTIVE_SECONDS), not once per refresh.
         return json.dumps([self.rule, self.refs], sort_keys=True)
 
 
@@ -95,39 +100,87 @@ def _active_segments_load() -> list[ActiveSegment]:
     return active
 
 
-_compiled: dict[str, tuple[str, tuple] | None] = {}
+# A parameter of a compiled template: a constant, "now" plus an offset, or the profile id.
+_CONST, _NOW, _PROFILE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class _Template:
+    sql: str
+    slots: tuple[tuple[int, object], ...]
+
+    def params(self, now: datetime, profile_id: int) -> list:
+        return [
+            value if kind == _CONST else (now + value if kind == _NOW else profile_id)  # type: ignore[operator]
+            for kind, value in self.slots
+        ]
+
+
+_compiled: dict[str, _Template | None] = {}
+
+
+def _template(segment: ActiveSegment) -> _Template | None:
+    """The compiled SQL of `Profile.objects.filter(pk=<id>).annotate(m=<segment's rule>)` with its
+    parameters as slots (Postgres; compiled once per rule), None for a rule that refers to itself."""
+    key = segment.fingerprint
+    if key in _compiled:
+        return _compiled[key]
+    try:
+        q = rule_compile(
+            segment.rule, now=PLACEHOLDER_NOW, scope_profile_id=PLACEHOLDER_PROFILE, segment_rules=segment.refs.get
+        )
+    except RuleCycle:
+        found = None
+    else:
+        query = Profile.objects.filter(pk=PLACEHOLDER_PROFILE).annotate(
+            m=ExpressionWrapper(q, output_field=BooleanField())
+        )
+        sql, params = query.values("m").query.sql_with_params()
+        slots = tuple(
+            (_NOW, p - PLACEHOLDER_NOW)
+            if isinstance(p, datetime)
+            else ((_PROFILE, None) if type(p) is int and p == PLACEHOLDER_PROFILE else (_CONST, p))
+            for p in params
+        )
+        found = _Template(sql, slots)
+    if len(_compiled) >= CACHE_MAX:
+        _compiled.clear()
+    _compiled[key] = found
+    return found
 
 
 def _query(segment: ActiveSegment, now: datetime, profile_id: int) -> tuple[str, list] | None:
     """SQL and parameters of `Profile.objects.filter(pk=profile_id).annotate(m=<segment's rule>)`."""
-    templated = connection.vendor == "postgresql"  # SQLite gets datetimes as text: compile per call
-    key = segment.fingerprint
-    if templated and key in _compiled:
-        found = _compiled[key]
-        if found is None:
-            return None
-        sql, params = found
-        return sql, [
-            now + (p - PLACEHOLDER_NOW)
-            if isinstance(p, datetime)
-            else (profile_id if p == PLACEHOLDER_PROFILE and type(p) is int else p)
-            for p in params
-        ]
-    at, pid = (PLACEHOLDER_NOW, PLACEHOLDER_PROFILE) if templated else (now, profile_id)
+    if connection.vendor == "postgresql":
+        found = _template(segment)
+        return (found.sql, found.params(now, profile_id)) if found else None
+    # SQLite gets datetimes as text: compile per call.
     try:
-        q = rule_compile(segment.rule, now=at, scope_profile_id=pid, segment_rules=segment.refs.get)
+        q = rule_compile(segment.rule, now=now, scope_profile_id=profile_id, segment_rules=segment.refs.get)
     except RuleCycle:
-        found = None
-    else:
-        query = Profile.objects.filter(pk=pid).annotate(m=ExpressionWrapper(q, output_field=BooleanField()))
-        sql, params = query.values("m").query.sql_with_params()
-        found = (sql, tuple(params))
-    if not templated:
-        return (found[0], list(found[1])) if found else None
-    if len(_compiled) >= CACHE_MAX:
-        _compiled.clear()
-    _compiled[key] = found
-    return _query(segment, now, profile_id)
+        return None
+    query = Profile.objects.filter(pk=profile_id).annotate(m=ExpressionWrapper(q, output_field=BooleanField()))
+    sql, params = query.values("m").query.sql_with_params()
+    return sql, list(params)
+
+
+def profile_segments_matches_sql(
+    *, profile_id: int, segments: list[ActiveSegment], now: datetime
+) -> tuple[str, list, list[int]]:
+    """``VALUES (<segment id>, (<compiled rule of that segment for the profile>)), ...``: one row per
+    segment with whether the profile matches it (NULL when the profile is gone), for the one statement
+    of the real-time refresh (services/membership.py). The SQL of each segment is `_query`'s, the one
+    `profile_segments_evaluate` runs. Returns (sql, params, ids of the segments in it); sql is empty
+    when no segment can be evaluated."""
+    rows, params, ids = [], [], []
+    for segment in segments:
+        found = _query(segment, now, profile_id)
+        if found is None:
+            continue
+        rows.append(f"({int(segment.id)}, ({found[0]}))")
+        params.extend(found[1])
+        ids.append(segment.id)
+    return (f"VALUES {', '.join(rows)}" if rows else ""), params, ids
 
 
 def profile_segments_evaluate(

@@ -20,9 +20,16 @@ budgets and soft deadlines, bench/wrk/common.lua) on a database of its own,
                                                       (each visitor asked once, so every request
                                                       recomputes; the list is re-cached after)
 
+The server is gunicorn as the container runs it (`docker/gunicorn.conf.py`: 2 gthread workers x 4
+threads, each worker recycled after ~2,000 requests; `--max-requests 0` shows what the recycling
+costs), one BLAS/OpenMP thread per process, with one Celery worker beside it writing the buffered
+served-list log in bulk (`recommenders.served_flush`), as a deployment runs it. After the phases
+the buffer is flushed and every answered list must have its row.
+
 Every answer's `strategy` is counted, so the report shows that the cached phase was served from
-the cache and the recompute phase recomputed. Exits 1 when a phase did not exercise its path or
-had errors (missed performance goals do not fail the run), 2 when the benchmark could not run.
+the cache and the recompute phase recomputed. Exits 1 when a phase did not exercise its path,
+had errors or lost served-list rows (missed performance goals do not fail the run), 2 when the
+benchmark could not run.
 """
 
 from __future__ import annotations
@@ -102,13 +109,19 @@ class ProductionServer(ingest.Server):
     def argv(self, gunicorn: str, port: int, app: str = "personalization.wsgi") -> list[str]:
         return [gunicorn, app, "--config", str(PRODUCTION_CONF), "--bind", f"{ingest.HOST}:{port}"]
 
+    max_requests: int = 2000
+
     def env(self) -> dict[str, str]:
-        return {"WEB_CONCURRENCY": str(self.workers), "GUNICORN_THREADS": str(self.threads), "LOG_LEVEL": "warning"}
+        return {
+            "WEB_CONCURRENCY": str(self.workers),
+            "GUNICORN_THREADS": str(self.threads),
+            "GUNICORN_MAX_REQUESTS": str(self.max_requests),
+        }
 
     def describe(self) -> str:
         return (
             f"gunicorn personalization.wsgi --config docker/gunicorn.conf.py (WEB_CONCURRENCY={self.workers}, "
-            f"GUNICORN_THREADS={self.threads}, max_requests 2000, access log on)"
+            f"GUNICORN_THREADS={self.threads}, GUNICORN_MAX_REQUESTS={self.max_requests}, access log on)"
         )
 
 
@@ -332,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (all phases)")
     parser.add_argument("--workers", type=int, default=2, help="WEB_CONCURRENCY (production default 2)")
     parser.add_argument("--threads", type=int, default=4, help="GUNICORN_THREADS (production default 4)")
+    parser.add_argument(
+        "--max-requests",
+        type=int,
+        default=2000,
+        help="GUNICORN_MAX_REQUESTS (production default 2000: a worker is recycled, and boots again, that often)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     args.verbose, args.quiet = False, False
@@ -341,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk is needed (apt-get install wrk)", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="pzbench-serving-"))
-    config = ProductionServer(worker_class="gthread", workers=args.workers, threads=args.threads)
+    config = ProductionServer(
+        worker_class="gthread", workers=args.workers, threads=args.threads, max_requests=args.max_requests
+    )
     run = ingest.Run(args=args, plan=None, config=config, workdir=workdir)  # type: ignore[arg-type]
     media = workdir / "media"
     server = worker = None

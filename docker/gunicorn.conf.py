@@ -28,8 +28,10 @@ timeout = _int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("GUNICORN_KEEPALIVE", 5)
 # Recycle workers now and then so a slow leak cannot grow forever (0 disables).
-max_requests = _int("GUNICORN_MAX_REQUESTS", 2000)
-max_requests_jitter = max_requests // 10
+# Recycling a worker costs ~3 s of CPU plus reloading the live models: rarely, and spread out (50%
+# jitter) so that workers never restart together.
+max_requests = _int("GUNICORN_MAX_REQUESTS", 20000)
+max_requests_jitter = max_requests // 2
 # Heartbeat files on tmpfs: a container's overlay filesystem can stall them.
 worker_tmp_dir = "/dev/shm"
 # No control socket (gunicorn 25.1+ creates one under $HOME, which is read-only here); unknown

@@ -127,6 +127,7 @@ CELERY_BEAT_SCHEDULE: dict = {
     # recommenders
     "recommenders-train": {"task": "recommenders.train_all", "schedule": crontab(hour=1, minute=23)},
     "recommenders-health": {"task": "recommenders.health_check", "schedule": crontab(minute="*/30")},
+    "recommenders-served-flush": {"task": "recommenders.served_flush", "schedule": 5.0},
     # experiments
     "experiments-rollup": {"task": "experiments.rollup", "schedule": crontab(minute="*")},
 }

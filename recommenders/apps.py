@@ -12,6 +12,8 @@ class RecommendersConfig(AppConfig):
         from privacy import registry
         from recommenders import receivers  # noqa: F401 - stub items from events, rows follow profile merges
         from recommenders.models import Feedback, RecommendationServed
+        from recommenders.serving import receivers as serving_receivers  # noqa: F401 - stale-visitor stamps
+        from recommenders.serving import served  # noqa: F401 - registers the served-list flush task
 
         # What recommendations hold per profile, for data-subject export and erasure.
         registry.register(Feedback, label="recommendation_feedback")

@@ -20,6 +20,7 @@ from recommenders.serving.placements import placements_forget
 from recommenders.serving.rules import items_forget
 from recommenders.serving.served import served_flush
 from recommenders.serving.trending import trending_forget
+from recommenders.serving.visitors import visitors_forget
 from tracking import selectors
 from tracking.selectors import profile_by_anonymous_id
 
@@ -104,11 +105,13 @@ def _fresh(settings, tmp_path):
     placements_forget()
     trending_forget()
     items_forget()
+    visitors_forget()
     yield
     registry_forget()
     placements_forget()
     trending_forget()
     items_forget()
+    visitors_forget()
 
 
 @pytest.fixture

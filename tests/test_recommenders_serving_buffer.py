@@ -89,3 +89,47 @@ def test_a_list_buffered_before_the_visitor_was_erased_is_stored_without_them(cl
     served_flush()
     row = RecommendationServed.objects.get(token=body["token"])
     assert row.profile_id is None and row.items == ids(body) and row.model_version is not None
+
+
+@pytest.mark.django_db
+def test_with_no_worker_flushing_the_requests_keep_the_buffer_bounded(client_public, shop, settings):
+    settings.RECOMMENDERS_SERVED_FLUSH_SIZE = 2
+    tokens = [recommend(client_public, anonymous_id=f"v{i % 9}", n=3)["token"] for i in range(60)]
+    assert served_pending() < 2 * served.BACKLOG_FACTOR  # nobody ran the task: requests wrote batches
+    assert RecommendationServed.objects.count() >= 60 - 2 * served.BACKLOG_FACTOR
+    served_flush()
+    assert {str(t) for t in RecommendationServed.objects.values_list("token", flat=True)} == set(tokens)
+
+
+@pytest.mark.django_db
+def test_the_one_statement_flush_stores_exactly_what_the_orm_would(client_public, shop):
+    """Postgres flushes the buffered JSON in one statement; other databases through the ORM."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from recommenders.models import ModelVersion
+
+    profile = profile_by_anonymous_id("v1")
+    version = ModelVersion.objects.get()
+    at = timezone.now().replace(microsecond=250_000) - timedelta(seconds=7)  # exact in binary: no float rounding
+
+    def rows(tag: str) -> list[RecommendationServed]:
+        return [
+            RecommendationServed(profile_id=profile.pk, placement=f"{tag}-a", model_version_id=version.pk,
+                                 algorithm="ease", items=["shoe-1", "bag-2"], variant="B", served_at=at),
+            RecommendationServed(profile_id=10**9, placement=f"{tag}-b", model_version_id=10**9,
+                                 algorithm="trending", items=[], served_at=at),
+        ]  # fmt: skip
+
+    raw, orm = rows("raw"), rows("orm")
+    served._store([served._encode(r) for r in raw])
+    served._store_orm([served._decode(served._encode(r)) for r in orm])
+    fields = ("profile_id", "model_version_id", "algorithm", "items", "variant", "served_at")
+    for a, b in zip(raw, orm, strict=True):
+        stored_raw = RecommendationServed.objects.get(token=a.token)
+        stored_orm = RecommendationServed.objects.get(token=b.token)
+        assert [getattr(stored_raw, f) for f in fields] == [getattr(stored_orm, f) for f in fields]
+        assert stored_raw.placement.startswith("raw") and stored_orm.placement.startswith("orm")
+    assert RecommendationServed.objects.get(token=raw[0].token).served_at == at
+    assert RecommendationServed.objects.get(token=raw[1].token).profile_id is None

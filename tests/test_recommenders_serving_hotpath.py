@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from recommenders.serving.visitors import VISITOR_SKEW, visitor_by_anonymous_id
 from tests.test_recommenders_serving import _fresh, catalogue, event, group_of, ids, journeys, recommend, send, train  # noqa: F401
@@ -89,3 +91,104 @@ def test_an_erased_visitor_is_a_stranger_to_the_next_request(client_public, shop
     body = recommend(client_public, anonymous_id="v5", n=3)
     assert body["personalized"] is False and body["model_version"] is None
     assert {item["algorithm"] for item in body["items"]} <= {"trending", "collection", "popularity"}
+
+
+_visits = st.lists(
+    st.tuples(
+        st.sampled_from(["product_view", "add_to_cart", "purchase", "page_view"]),
+        st.sampled_from(["shoe-1", "shoe-2", "bag-3", ""]),
+        st.integers(min_value=0, max_value=5),  # minutes ago: equal timestamps happen
+    ),
+    max_size=12,
+)
+
+
+@pytest.mark.django_db
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    visits=_visits,
+    thumbs=st.dictionaries(st.sampled_from(["shoe-1", "bag-3", "home-0"]), st.sampled_from(["up", "down"])),
+)
+def test_the_one_statement_history_read_agrees_with_the_orm_read(client_public, visits, thumbs):
+    """Recompute-on-read reads a visitor's history in one raw statement; the embedded mode uses the ORM."""
+    from recommenders.services.catalogue import items_upsert
+    from recommenders.serving.feedback import feedback_record
+    from recommenders.serving.visitors import _history_rows, _history_rows_orm
+
+    items_upsert(items=[{"external_id": i, "title": i} for i in ("shoe-1", "shoe-2", "bag-3", "home-0")])
+    visitor = f"h-{next(_ids)}"
+    events = [
+        {**event(visitor, item, kind=kind, minutes_ago=ago), **({} if item else {"properties": {"url": "/x"}})}
+        for kind, item, ago in visits
+    ] or [event(visitor, "shoe-1")]
+    send(client_public, *events)
+    profile = profile_by_anonymous_id(visitor)
+    for item, kind in thumbs.items():
+        feedback_record(source=profile.last_source, profile=profile, external_id=item, kind=kind)
+    for limit in (3, 100):
+        raw_events, raw_feedback = _history_rows(profile.pk, limit)
+        orm_events, orm_feedback = _history_rows_orm(profile.pk, limit)
+        assert raw_events == orm_events
+        assert sorted(raw_feedback) == sorted(orm_feedback)
+
+
+_ids = iter(range(10**9))
+
+
+@pytest.mark.django_db
+def test_recompute_on_read_scores_the_same_whether_no_preferences_is_said_with_none_or_an_empty_set(client_public):
+    """Recompute-on-read passes `preferences=None` for a visitor who stated nothing (content then skips
+    building a zero vector); the hybrid must score exactly as with an empty Preferences."""
+    import numpy as np
+    from scipy import sparse
+
+    from recommenders.algorithms.base import Preferences, UserContext
+    from recommenders.registry import live_model
+
+    catalogue()
+    send(client_public, *journeys())
+    train(algorithm="hybrid")
+    loaded = live_model("default")
+    for cols in ([0, 3], [5], [1, 2, 7, 9]):
+        row = sparse.csr_matrix(
+            (np.ones(len(cols), dtype=np.float32), ([0] * len(cols), cols)), shape=(1, len(loaded.item_ids))
+        )
+        said_empty = loaded.recommender.recommend_fresh(
+            row, N=10, context=UserContext(preferences=[Preferences()], recent_items=[cols[:1]])
+        )
+        said_none = loaded.recommender.recommend_fresh(row, N=10, context=UserContext(recent_items=[cols[:1]]))
+        assert said_empty[0].tolist() == said_none[0].tolist()
+        np.testing.assert_allclose(said_empty[1], said_none[1], rtol=1e-6)
+
+
+@pytest.mark.django_db
+def test_with_redis_down_a_visitor_remembered_by_the_process_is_read_again_from_the_database(client_public, shop):
+    """The process's visitor memo is only trusted with the change stamp read from Redis: with Redis
+    down, a consent withdrawn meanwhile (its stamp could not even be written) still applies."""
+    from django.test import override_settings
+
+    from privacy.services.consent import consent_record
+    from recommenders.registry import registry_forget
+    from tracking import selectors
+
+    assert recommend(client_public, anonymous_id="v0", n=3)["personalized"] is True  # now in the memo
+    down = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient", "SOCKET_CONNECT_TIMEOUT": 0.5},
+        }
+    }
+    registry_forget()
+    with override_settings(CACHES=down):
+        selectors._local_sources.clear()
+        profile = profile_by_anonymous_id("v0")
+        consent_record(
+            profile_id=profile.pk,
+            decisions={"personalization": False},
+            origin="banner",
+            source=profile.last_source,
+            policy_version=1,
+        )
+        body = recommend(client_public, anonymous_id="v0", n=3)
+    assert body["personalized"] is False

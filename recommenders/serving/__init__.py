@@ -4,8 +4,15 @@ read path from the cache to the model in memory to the cold-start ladder, and ex
 Modules by concept: `visitors` (who asks, consent, context, history), `personal` (the live model
 and the ladder), `trending` (per-slice popularity from recent events), `rules` and `merchandise`
 (what may be shown and in which order), `placements`, `cache` (keys and outage-proof access),
-`feedback`, `lists` (building a list through the rules and fallbacks, and logging it), `recommend`
-(a visitor's list: the read path and the ladder) and `similar` (similar items, trending).
+`feedback`, `lists` (building a list through the rules and fallbacks, and logging it), `served`
+(the served-list log, buffered in Redis and written in bulk), `recommend` (a visitor's list: the
+read path and the ladder), `similar` (similar items, trending) and `receivers` (profile changes
+that make cached visitors stale).
+
+The cached answer's budget: no database query (the visitor from the visitor cache, confirmed by the
+change stamp read in the same MGET as their precomputed list) and two Redis round trips (that MGET
+and the RPUSH of the served-list row), plus a GET of the visitor's entry when this process has not
+seen them in the last minutes.
 """
 
 from recommenders.serving import receivers  # noqa: F401 - cached visitors go stale when their profile changes

@@ -86,5 +86,8 @@ class LocalMemo:
             self._data.clear()
         self._data[key] = (time.monotonic() + self.ttl, value)
 
+    def discard(self, key: Any) -> None:
+        self._data.pop(key, None)
+
     def clear(self) -> None:
         self._data.clear()

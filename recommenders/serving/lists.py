@@ -75,10 +75,13 @@ class ListBuilder:
     @property
     def target(self) -> int:
         """Candidates to keep before the ordering rules: buried items may drop out of the top, and
-        caps, diversity and exploration need a choice beyond the first n."""
-        rules = self.rules
-        spare = self.n * 2 if (rules.category_cap or rules.mmr_lambda is not None or rules.exploration) else 0
-        return self.n + len(rules.buries) + spare
+        caps, diversity and exploration need a choice beyond the first n (fixed once built)."""
+        target = self.__dict__.get("_target")
+        if target is None:
+            rules = self.rules
+            spare = self.n * 2 if (rules.category_cap or rules.mmr_lambda is not None or rules.exploration) else 0
+            target = self._target = self.n + len(rules.buries) + spare
+        return target
 
     @property
     def wanted(self) -> int:

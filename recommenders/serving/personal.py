@@ -199,14 +199,14 @@ def explain(
 def toplist_and_stamp(loaded: LoadedModel, profile_id: int) -> tuple[store.TopList | None, object]:
     """The visitor's precomputed list and their profile's change stamp (see
     `visitors.visitors_changed`) in one round trip: the hot path confirms a cached visitor with it."""
-    from recommenders.serving.visitors import visitor_stamp_key
+    from recommenders.serving.visitors import UNREADABLE, visitor_stamp_key
 
     key, stamp_key = cache_keys.toplist(loaded.config_key, loaded.version, profile_id), visitor_stamp_key(profile_id)
     try:
         found = cache.get_many([key, stamp_key])
     except CACHE_ERRORS:
         logger.warning("cache unreachable reading the list of profile %s: recomputing from the model", profile_id)
-        return None, None
+        return None, UNREADABLE
     return store._decode(found.get(key)), found.get(stamp_key)
 
 

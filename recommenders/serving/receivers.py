@@ -9,7 +9,7 @@ merge profiles stamp as well.
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
@@ -22,13 +22,15 @@ from tracking.signals import StoredEvent, events_stored
 
 
 def _changed(profile_ids) -> None:
-    """Stamp now, and again when the surrounding transaction commits: a request reading the
-    database between the two would otherwise cache what the transaction is about to change."""
+    """Stamp now, and inside a transaction again when it commits: a request reading the database
+    between the two would otherwise cache what the transaction is about to change. One Redis round
+    trip per batch of stored events (every profile of the batch at once)."""
     ids = [int(pid) for pid in profile_ids if pid is not None]
     if not ids:
         return
     visitors_changed(ids)
-    transaction.on_commit(lambda: visitors_changed(ids))
+    if connection.in_atomic_block:
+        transaction.on_commit(lambda: visitors_changed(ids))
 
 
 @receiver(events_stored, sender=StoredEvent, dispatch_uid="recommenders.serving.visitors_seen")

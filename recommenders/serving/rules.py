@@ -167,13 +167,14 @@ def eligible(
             return False
         if item.available_until and item.available_until < now:
             return False
-    cats = _categories(item)
-    if category and category.lower() not in cats:
-        return False
-    if rules.categories and not cats & {c.lower() for c in rules.categories}:
-        return False
-    if rules.exclude_categories and cats & {c.lower() for c in rules.exclude_categories}:
-        return False
+    if category or rules.categories or rules.exclude_categories:  # most placements filter on none
+        cats = _categories(item)
+        if category and category.lower() not in cats:
+            return False
+        if rules.categories and not cats & {c.lower() for c in rules.categories}:
+            return False
+        if rules.exclude_categories and cats & {c.lower() for c in rules.exclude_categories}:
+            return False
     if rules.price_min is not None or rules.price_max is not None:
         if item.price is None:
             return False

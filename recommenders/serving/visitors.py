@@ -5,6 +5,7 @@ few indexed queries so the hot path stays in milliseconds."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from privacy.services.consent import consent_states, purposes
 from recommenders import cache_keys
 from recommenders.models import Feedback
 from recommenders.services.catalogue import item_ids_in_properties
+from recommenders.serving.cache import CACHE_ERRORS, LocalMemo, safe_get, safe_set
 from tracking.models import Event, Identity, Profile, Source
 from tracking.services.identity import identity_hash, old_identity_hash_keys
 
@@ -119,15 +121,21 @@ def visitor_by_user_id(user_id: str, *, cached: bool = False) -> Visitor | None:
 
 # ---- the visitor cache -------------------------------------------------------------------------------
 # Resolving the visitor was the one database query of a cached answer. Entries (identity -> the
-# profile fields serving reads and the consent state) live VISITOR_TTL seconds; whatever changes
-# them (events stored: last_seen_at and context; consent; a merge; erasure) sets the profile's change
-# stamp (`visitors_changed`, from `recommenders.serving.receivers`). An entry read before its
-# profile's stamp is stale: the hot path reads the stamp together with the visitor's list (one MGET)
-# and goes back to the database when it is. Stamps outlive entries, so no entry outlives the stamp
-# that condemns it. VISITOR_SKEW covers clocks of different web hosts being slightly apart: a change
-# stamped up to that long before an entry was read also condemns it (it costs one query more).
+# profile fields serving reads and the consent state) are kept in this process (VISITOR_LOCAL_TTL, a
+# returning visitor's next page views need no round trip for them) and in Redis (VISITOR_TTL).
+# Whatever changes them (events stored: last_seen_at and context; consent; a merge; erasure) sets
+# the profile's change stamp (`visitors_changed`, from `recommenders.serving.receivers`). An entry
+# read from the database before its profile's stamp is stale: the hot path reads the stamp together
+# with the visitor's list (one MGET) and goes back to the database when it is, so an entry is never
+# trusted without its stamp being checked. When the stamp cannot be read (Redis down) the entry is
+# not trusted either. Stamps outlive entries, so no entry outlives the stamp that condemns it.
+# VISITOR_SKEW covers clocks of different web hosts being slightly apart: a change stamped up to
+# that long before an entry was read also condemns it (it costs one query more).
 VISITOR_TTL = 300
+VISITOR_LOCAL_TTL = 120.0
 VISITOR_SKEW = 0.5
+UNREADABLE = object()  # a change stamp that could not be read: trust nothing cached
+_local = LocalMemo(ttl=VISITOR_LOCAL_TTL, bound=20_000)
 
 
 def visitor_key(kind: str, value: str) -> str:
@@ -140,20 +148,30 @@ def visitor_stamp_key(profile_id: int) -> str:
 
 def visitors_changed(profile_ids) -> None:
     """Condemn the cached visitor entries of these profiles (their data or identities changed)."""
-    from recommenders.serving.cache import CACHE_ERRORS
-
     now = time.time()
     stamps = {visitor_stamp_key(int(pid)): now for pid in set(profile_ids)}
     if not stamps:
         return
-    # With Redis unreachable no entry can be read either; entries written before expire on their own.
+    # With Redis unreachable no stamp can be read either, and unreadable stamps condemn every entry.
     with contextlib.suppress(*CACHE_ERRORS):
         cache.set_many(stamps, VISITOR_TTL + 60)
 
 
 def visitor_is_current(visitor: Visitor, stamp) -> bool:
-    """Is a visitor (and what came with it) still what the database says, given their change stamp?"""
-    return visitor.read_at is None or stamp is None or float(stamp) < visitor.read_at - VISITOR_SKEW
+    """Is a visitor (and what came with it) still what the database says, given their change stamp
+    (None: no change recorded; UNREADABLE: the cache could not be asked)?"""
+    if visitor.read_at is None:
+        return True
+    if stamp is UNREADABLE:
+        return False
+    return stamp is None or float(stamp) < visitor.read_at - VISITOR_SKEW
+
+
+def visitor_stamp(profile_id: int):
+    try:
+        return cache.get(visitor_stamp_key(profile_id))
+    except CACHE_ERRORS:
+        return UNREADABLE
 
 
 def _entry(visitor: Visitor, read_at: float) -> tuple:
@@ -166,56 +184,67 @@ def _entry(visitor: Visitor, read_at: float) -> tuple:
     )
 
 
-def _from_entry(entry, kind: str, values: list[str]) -> Visitor | None:
+def _from_entry(entry, kind: str, values: tuple[str, ...]) -> Visitor | None:
     try:
         read_at, fields, state = entry
         profile = Profile.from_db("default", list(PROFILE_FIELDS), list(fields))
         consent = None if state is None else State(bool(state[0]), int(state[1]))
     except (TypeError, ValueError):  # an entry of another layout: read the database
         return None
-    return Visitor(profile, consent, read_at=float(read_at), kind=kind, values=tuple(values))
+    return Visitor(profile, consent, read_at=float(read_at), kind=kind, values=values)
+
+
+def _remember(kind: str, values: tuple[str, ...], visitor: Visitor, read_at: float) -> None:
+    entry = _entry(visitor, read_at)
+    _local.set((kind, values[0]), entry)
+    safe_set(visitor_key(kind, values[0]), entry, VISITOR_TTL)
 
 
 def visitor_cached(kind: str, values: list[str]) -> Visitor | None:
-    """The visitor from the cache when there, else from the database (and cached). A visitor from
-    the cache carries `read_at`: confirm it with `visitor_confirm` (or `visitor_is_current` with
-    the stamp read alongside something else) before trusting it."""
-    from recommenders.serving.cache import safe_get, safe_set
-
-    key = visitor_key(kind, values[0])
-    entry = safe_get(key)
+    """The visitor from this process's memo or the cache when there, else from the database (and
+    remembered). A visitor from a cache carries `read_at`: confirm it with `visitor_confirm` (or
+    `visitor_is_current` with the stamp read alongside something else) before trusting it."""
+    ids = tuple(values)
+    entry = _local.get((kind, ids[0]))
+    if entry is None:
+        entry = safe_get(visitor_key(kind, ids[0]))
+        if entry is not None:
+            _local.set((kind, ids[0]), entry)
     if entry is not None:
-        visitor = _from_entry(entry, kind, values)
+        visitor = _from_entry(entry, kind, ids)
         if visitor is not None:
             return visitor
     read_at = time.time()
     visitor = _lookup(kind, values)
-    if visitor is not None:
-        safe_set(key, _entry(visitor, read_at), VISITOR_TTL)
-        return Visitor(visitor.profile, visitor.consent, kind=kind, values=tuple(values))
-    return None
+    if visitor is None:
+        return None
+    _remember(kind, ids, visitor, read_at)
+    return Visitor(visitor.profile, visitor.consent, kind=kind, values=ids)
 
 
 def visitor_refresh(visitor: Visitor) -> Visitor | None:
-    """A stale cached visitor read again from the database (and cached again)."""
-    from recommenders.serving.cache import safe_set
-
+    """A stale cached visitor read again from the database (and remembered again)."""
     read_at = time.time()
     fresh = _lookup(visitor.kind, list(visitor.values))
-    if fresh is not None:
-        safe_set(visitor_key(visitor.kind, visitor.values[0]), _entry(fresh, read_at), VISITOR_TTL)
+    if fresh is None:
+        _local.discard((visitor.kind, visitor.values[0]))
+        return None
+    _remember(visitor.kind, visitor.values, fresh, read_at)
     return fresh
 
 
 def visitor_confirm(visitor: Visitor | None) -> Visitor | None:
-    """The visitor, checked against their change stamp when it came from the cache."""
+    """The visitor, checked against their change stamp when it came from a cache."""
     if visitor is None or visitor.read_at is None:
         return visitor
-    from recommenders.serving.cache import safe_get
-
-    if visitor_is_current(visitor, safe_get(visitor_stamp_key(visitor.profile.pk))):
+    if visitor_is_current(visitor, visitor_stamp(visitor.profile.pk)):
         return visitor
     return visitor_refresh(visitor)
+
+
+def visitors_forget() -> None:
+    """Empty this process's visitor memo (tests)."""
+    _local.clear()
 
 
 def profile_by_user_id(user_id: str) -> Profile | None:
@@ -317,17 +346,54 @@ class History:
         return "viewed"
 
 
+def _history_rows(profile_id: int, limit: int) -> tuple[list[tuple], list[tuple]]:
+    """The visitor's latest events `(type, properties, timestamp, received_at, local_hour)`, newest
+    first, and their feedback `(item external id, kind, created_at)`. On Postgres in one round trip
+    of one raw statement (recomputing on read is on the request path); elsewhere two ORM queries."""
+    if connection.vendor != "postgresql":
+        return _history_rows_orm(profile_id, limit)
+    from recommenders.models import Item
+
+    sql = (
+        "(SELECT 0, e.type, e.properties, e.timestamp, e.received_at, e.local_hour, e.id "
+        f"FROM {Event._meta.db_table} e WHERE e.profile_id = %s ORDER BY e.timestamp DESC, e.id DESC LIMIT %s) "
+        "UNION ALL "
+        "(SELECT 1, f.kind, to_jsonb(i.external_id), f.created_at, NULL, NULL, f.id "
+        f"FROM {Feedback._meta.db_table} f JOIN {Item._meta.db_table} i ON i.id = f.item_id WHERE f.profile_id = %s)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [profile_id, limit, profile_id])
+        fetched = cursor.fetchall()
+    events: list[tuple] = []
+    feedback: list[tuple] = []
+    for source, kind, value, at, received, hour, row_id in fetched:
+        value = json.loads(value) if isinstance(value, str | bytes) else value  # jsonb arrives as text
+        if source == 0:
+            events.append((kind, value, at, received, hour, row_id))
+        else:
+            feedback.append((value, kind, at))
+    events.sort(key=lambda row: (row[2], row[5]), reverse=True)  # a UNION promises no order
+    return [row[:5] for row in events], feedback
+
+
+def _history_rows_orm(profile_id: int, limit: int) -> tuple[list[tuple], list[tuple]]:
+    events = list(
+        Event.objects.filter(profile_id=profile_id)
+        .order_by("-timestamp", "-id")
+        .values_list("type", "properties", "timestamp", "received_at", "local_hour")[:limit]
+    )
+    feedback = list(
+        Feedback.objects.filter(profile_id=profile_id).values_list("item__external_id", "kind", "created_at")
+    )
+    return events, feedback
+
+
 def history_load(*, profile: Profile, weights: dict[str, float], half_life_days: float | None) -> History:
     """The visitor's latest events (bounded, newest first, through the (profile, -timestamp)
     index) and feedback: two queries. Weights and decay are the configuration's, so a row built
     from them scores like the training matrix."""
     history = History(read_at=time.time())
-    limit = settings.RECOMMENDERS_SERVE_HISTORY_EVENTS
-    rows = (
-        Event.objects.filter(profile_id=profile.pk)
-        .order_by("-timestamp", "-id")
-        .values_list("type", "properties", "timestamp", "received_at", "local_hour")[:limit]
-    )
+    rows, feedback = _history_rows(profile.pk, settings.RECOMMENDERS_SERVE_HISTORY_EVENTS)
     now = timezone.now()
     rate = math.log(2) / (half_life_days * 86400.0) if half_life_days else 0.0
     session_end: datetime | None = None
@@ -357,9 +423,7 @@ def history_load(*, profile: Profile, weights: dict[str, float], half_life_days:
             history.interactions.append(Interaction(item, event_type, at, received_at, decayed))
         received = received_at.timestamp()
         latest = received if latest is None else max(latest, received)
-    for item, kind, created_at in Feedback.objects.filter(profile_id=profile.pk).values_list(
-        "item__external_id", "kind", "created_at"
-    ):
+    for item, kind, created_at in feedback:
         if kind == Feedback.Kind.DOWN:
             history.thumbs_down.add(item)
         else:

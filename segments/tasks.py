@@ -65,6 +65,7 @@ def profiles_refresh_task() -> int:
         profiles_refresh_task.apply_async(countdown=max(0.05, next_due - time.time()))
     return changed
 
+
 # The ML scores' task lives in its own module; importing it here registers it wherever Celery
 # autodiscovers `segments.tasks` (worker and beat), whether or not the admin is loaded.
 from segments import tasks_ml  # noqa: E402, F401

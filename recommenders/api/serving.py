@@ -222,6 +222,7 @@ def _payload(served: serving.ServedList) -> dict:
         "strategy": served.strategy,
         "personalized": served.personalized,
         "model_version": served.model_version,
+        "variant": served.variant,
         "items": items,
     }
 
@@ -252,6 +253,10 @@ class ServedListSerializer(serializers.Serializer):
     )
     personalized = serializers.BooleanField(help_text="False when consent does not allow personalization.")
     model_version = serializers.IntegerField(allow_null=True, help_text="Live model version the list came from.")
+    variant = serializers.CharField(
+        allow_blank=True,
+        help_text='"experiment:variant" when a running recommender experiment chose the configuration, else empty.',
+    )
     items = ServedItemSerializer(many=True)
 
 

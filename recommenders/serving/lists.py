@@ -47,6 +47,7 @@ class ServedList:
     personalized: bool
     model_version: int | None = None
     explain: dict = field(default_factory=dict)
+    variant: str = ""  # "experiment:variant" when a recommender experiment chose the configuration
 
 
 def live_or_none(config_key: str | None) -> LoadedModel | None:
@@ -213,9 +214,11 @@ def list_finish(
     profile: Profile | None,
     loaded: LoadedModel | None,
     record: bool = True,
+    variant: str = "",
 ) -> ServedList:
     """Apply the placement's ordering rules, write the reasons, and log the list served (unless
-    `record` is off: the admin's insight page shows what would be served without serving it)."""
+    `record` is off: the admin's insight page shows what would be served without serving it).
+    `variant`: the recommender experiment's "experiment:variant" this list was served under."""
     pinned = [p for p in rules.pins if p not in builder._ids]
     if pinned:
         builder.add([Candidate(p, 0.0, "pinned", reason="featured") for p in pinned], beyond=True)
@@ -244,6 +247,7 @@ def list_finish(
         model_version_id=loaded.model_version_id if from_model else None,
         algorithm=(served[0].algorithm if served else "")[:64],
         items=[s.item.external_id for s in served],
+        variant=variant[:100],
     )
     if record:
         served_log(row)
@@ -254,6 +258,7 @@ def list_finish(
         strategy=strategy or ("empty" if not served else "fallback"),
         personalized=personalized,
         model_version=loaded.version if from_model else None,
+        variant=variant,
     )
 
 

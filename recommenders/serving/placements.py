@@ -4,9 +4,9 @@ are read on every request)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from recommenders.models import Collection, Placement
+from recommenders.models import Collection, Placement, RecommenderConfig
 from recommenders.serving.cache import LocalMemo
 
 PLACEMENT_TTL = 10.0
@@ -55,6 +55,28 @@ def placement_view(*, key: str) -> PlacementView:
     )
     _memo.set(("placement", key), view)
     return view
+
+
+def placement_view_with_config(view: PlacementView, config_key: str) -> PlacementView:
+    """The placement served with another recommender configuration (a recommender experiment's
+    variant): its event weights, half-life and list length; the placement's own rules stay."""
+    if config_key == view.config_key:
+        return view
+    found = _memo.get(("arm", view.key, config_key))
+    if found is not None:
+        return found
+    config = RecommenderConfig.objects.filter(key=config_key).first()
+    if config is None:
+        return view  # an experiment naming a configuration that does not exist: serve the placement's
+    armed = replace(
+        view,
+        config_key=config.key,
+        weights=_event_weights(config),
+        half_life_days=config.half_life_days,
+        top_n=config.top_n,
+    )
+    _memo.set(("arm", view.key, config_key), armed)
+    return armed
 
 
 def _event_weights(config) -> dict[str, float]:

@@ -14,11 +14,12 @@ from collections.abc import Iterable
 import numpy as np
 from django.conf import settings
 
+from recommenders.experiment_arms import recommender_arm
 from recommenders.registry import LoadedModel
 from recommenders.serving import personal
 from recommenders.serving.lists import ListBuilder, ServedList, fallback_stages, list_finish, live_or_none
 from recommenders.serving.personal import Candidate
-from recommenders.serving.placements import PlacementView, placement_view
+from recommenders.serving.placements import PlacementView, placement_view, placement_view_with_config
 from recommenders.serving.rules import Rules
 from recommenders.serving.trending import Slice
 from recommenders.serving.visitors import (
@@ -161,6 +162,13 @@ def recommendations_serve(
     visitor cache: such an entry is confirmed here, on the hot path with the same round trip that
     reads their precomputed list, and read again from the database when their profile changed."""
     view = placement_view(key=placement)
+    # A running recommender experiment decides the configuration for its units (assigned, and exposed
+    # at first use, like any experiment unit); the list records the variant it was served under.
+    subject = visitor.profile if visitor is not None else profile
+    arm = recommender_arm(source_id=source.pk, profile_id=subject.pk if subject is not None else None)
+    if arm is not None:
+        view = placement_view_with_config(view, arm.config_key)
+    variant = arm.label if arm is not None else ""
     n = min(n or view.n, settings.RECOMMENDERS_SERVE_MAX_N)
     rules = _rules(view)
     loaded = live_or_none(view.config_key)
@@ -192,6 +200,7 @@ def recommendations_serve(
                 profile=profile,
                 loaded=loaded,
                 record=record,
+                variant=variant,
             )
     if personalized:
         history = history_load(profile=profile, weights=view.weights, half_life_days=view.half_life_days)
@@ -230,6 +239,7 @@ def recommendations_serve(
         profile=profile,
         loaded=loaded,
         record=record,
+        variant=variant,
     )
 
 

@@ -13,7 +13,10 @@ per process (see `experiments.selectors.running_specs`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
 
 PAYLOAD_KEY = "recommender_config"
 
@@ -35,13 +38,19 @@ def recommender_arm(*, source_id: int, profile_id: int | None) -> Arm | None:
     if profile_id is None:
         return None
     from experiments.selectors import running_specs
-
-    specs = running_specs(source_id=source_id)
-    if not any(PAYLOAD_KEY in (v.payload or {}) for spec in specs for v in spec.variants):
-        return None
     from experiments.services.assignment import experiment_variant_for
+    from recommenders.serving.cache import CACHE_ERRORS
 
-    found = experiment_variant_for(profile_id=profile_id, kind=PAYLOAD_KEY, source_id=source_id)
+    try:
+        specs = running_specs(source_id=source_id)
+        if not any(PAYLOAD_KEY in (v.payload or {}) for spec in specs for v in spec.variants):
+            return None
+        found = experiment_variant_for(profile_id=profile_id, kind=PAYLOAD_KEY, source_id=source_id)
+    except CACHE_ERRORS:
+        # Redis down: recommendations still answer, with the placement's own configuration (the
+        # visitor is assigned on a later request; nothing is recorded under a variant meanwhile).
+        logger.warning("cache unreachable: recommender experiments skipped for this request")
+        return None
     if found is None:
         return None
     experiment, variant = found

@@ -24,22 +24,21 @@ and uses Redis db 13; the database is kept afterwards for inspection.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
+sys.path.insert(0, str(ROOT))
+
+from bench import ingest  # noqa: E402 - the foundation benchmark's gunicorn server and process helpers
+
 DB_NAME = "personalization_bench_experiments"
 ADMIN_DSN = "postgres://postgres@127.0.0.1:5432/postgres"
 DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
@@ -108,19 +107,6 @@ def env() -> dict[str, str]:
     return values
 
 
-def stop_process(proc: subprocess.Popen | None, grace: float = 15.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-
-
 def manage(*args: str) -> str:
     done = subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600
@@ -157,56 +143,6 @@ def django_setup() -> None:
 
 
 # ---- 1. assignment API ----------------------------------------------------------------------------
-
-
-class Gunicorn:
-    def __init__(self, workdir: Path, workers: int, threads: int):
-        with socket.socket() as sock:
-            sock.bind((HOST, 0))
-            self.port = sock.getsockname()[1]
-        self.log = workdir / "gunicorn.log"
-        self.argv = [
-            str(ROOT / ".venv" / "bin" / "gunicorn"),
-            "personalization.wsgi",
-            "--bind",
-            f"{HOST}:{self.port}",
-            "--workers",
-            str(workers),
-            "--worker-class",
-            "gthread",
-            "--threads",
-            str(threads),
-            "--timeout",
-            "60",
-            "--log-level",
-            "warning",
-        ]
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv, cwd=ROOT, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"gunicorn exited:\n{self.log.read_text()[-3000:]}")
-            with (
-                contextlib.suppress(urllib.error.URLError, OSError),
-                urllib.request.urlopen(self.url + "/healthz", timeout=2) as answer,
-            ):
-                if answer.status == 200:
-                    return
-            time.sleep(0.2)
-        raise BenchError("gunicorn did not answer /healthz within 60 s")
-
-    def stop(self) -> None:
-        stop_process(self.proc)
 
 
 UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -311,7 +247,7 @@ def bench_api(args, workdir: Path) -> dict:
     script.write_text(WRK_SCRIPT)
     floor = workdir / "floor.lua"
     floor.write_text(FLOOR_SCRIPT)
-    server = Gunicorn(workdir, workers=args.workers, threads=args.threads)
+    server = ingest.GunicornServer(ingest.Server(workers=args.workers, threads=args.threads), workdir, extra_env=env())
     server.start()
     try:
         pool_env = {"PZ_POOL": str(POOL), "PZ_PREFIX": POOL_PREFIX}

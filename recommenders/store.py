@@ -1,9 +1,10 @@
 """Precomputed top-N lists in the cache: the one module that talks to Redis directly.
 
 Publishing writes hundreds of thousands of lists; the cache API would pay a round trip per key,
-so with Redis the writes go through the raw client in pipelines (SET .. EX per list, one round
-trip per batch), encoded exactly as django-redis encodes values, so `cache.get` reads them too.
-Without Redis (embedded mode, local memory) `cache.set_many` does the same job.
+so with Redis the writes go down one of the raw client's pooled connections in batches (SET .. EX
+per list, framed here, one round trip per batch), encoded exactly as django-redis encodes values,
+so `cache.get` reads them too. Without Redis (embedded mode, local memory) `cache.set_many` does
+the same job.
 
 A list is one compact bytes value (read it with `toplist_get` / `toplists_get`, never by hand):
 the unix time it was computed, the float32 scores, and the external ids (best first, items the
@@ -14,13 +15,9 @@ memcpy speed, which matters when a publish writes a hundred thousand of them.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from django.conf import settings
 from django.core.cache import cache
 
 from recommenders import cache_keys
@@ -59,6 +56,41 @@ def _decode(value) -> TopList | None:
     return TopList(ids, tuple(float(x) for x in scores), float(header["at"]))
 
 
+def toplist_names(item_ids: np.ndarray) -> np.ndarray:
+    """A model's external ids (column -> id) as the UTF-8 bytes lists are made of, for
+    `toplist_values`: encoded once per model rather than once per list."""
+    names = np.empty(len(item_ids), dtype=object)
+    names[:] = [item.encode() for item in np.asarray(item_ids).tolist()]
+    return names
+
+
+def toplist_values(*, names: np.ndarray, ids: np.ndarray, scores: np.ndarray, computed_at: float) -> list[bytes]:
+    """The stored values of a block of lists at once (the bytes `_encode` gives each): row i of
+    `ids` (item columns, -1 where there is none) and `scores` is one list; `names` maps a column
+    to its external id (`toplist_names`)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    valid = ids >= 0
+    # Each list's items first, in their order (the rest is padding): a stable sort of the flags.
+    order = np.argsort(~valid, axis=1, kind="stable")
+    ids = np.take_along_axis(ids, order, axis=1)
+    packed = np.take_along_axis(np.asarray(scores, dtype="<f4"), order, axis=1).tobytes()
+    counts = valid.sum(axis=1).tolist()
+    flat = names[ids[ids >= 0]].tolist()
+    separator = SEPARATOR.encode()
+    heads: dict[int, bytes] = {}
+    width = 4 * ids.shape[1]
+    values = []
+    start = 0
+    for row, n in enumerate(counts):
+        head = heads.get(n)
+        if head is None:
+            head = heads[n] = MAGIC + np.array([(computed_at, n)], dtype=_HEADER).tobytes()
+        offset = row * width
+        values.append(head + packed[offset : offset + 4 * n] + separator.join(flat[start : start + n]))
+        start += n
+    return values
+
+
 def _raw_client():
     """The django-redis client behind the default cache, or None (not Redis)."""
     inner = getattr(cache, "client", None)
@@ -67,59 +99,47 @@ def _raw_client():
     return inner
 
 
-def toplists_write(
-    *, config_key: str, version: int, lists: Iterator[tuple[int, list[str], np.ndarray]], computed_at: float
-) -> int:
-    """Write `(profile_id, item_ids, scores)` lists under the version's keys; returns how many.
+def toplists_put(*, config_key: str, version: int, profile_ids: list[int], values: list[bytes]) -> int:
+    """Write encoded lists (`toplist_values`) of the profiles under the version's keys, in one round
+    trip; returns how many.
 
-    A writer thread sends full batches while the caller's generator computes the next ones (the
-    scoring runs in BLAS / implicit with the GIL released), so the network time mostly hides
-    behind the arithmetic. At most two batches wait in memory."""
-    batch_size = max(1, settings.RECOMMENDERS_PUBLISH_BATCH)
+    With Redis the SET commands are framed here and sent down one pooled connection, then every
+    reply is read: redis-py's pipeline spends more time packing arguments and parsing replies
+    than Redis spends storing the values. Values are encoded exactly as django-redis encodes
+    them, so `cache.get` reads them."""
+    if not profile_ids:
+        return 0
     ttl = cache_keys.TOPLIST_TTL
-    pending: queue.Queue[list[tuple[str, bytes]] | None] = queue.Queue(maxsize=2)
-    failures: list[BaseException] = []
-    written = 0
-
-    def send(batch: list[tuple[str, bytes]]) -> None:
-        inner = _raw_client()
-        if inner is not None:
-            pipe = inner.get_client(write=True).pipeline(transaction=False)
-            for key, value in batch:
-                pipe.set(cache.make_key(key), inner.encode(value), ex=ttl)
-            pipe.execute()
-        else:
-            cache.set_many(dict(batch), ttl)
-
-    def writer() -> None:
-        while (batch := pending.get()) is not None:
-            if not failures:
-                try:
-                    send(batch)
-                except BaseException as exc:  # re-raised in the caller's thread below
-                    failures.append(exc)
-
-    thread = threading.Thread(target=writer, name="toplists-writer", daemon=True)
-    thread.start()
-    batch: list[tuple[str, bytes]] = []
+    inner = _raw_client()
+    if inner is None:
+        cache.set_many(
+            {cache_keys.toplist(config_key, version, pid): v for pid, v in zip(profile_ids, values, strict=True)}, ttl
+        )
+        return len(profile_ids)
+    expiry = b"" if ttl is None else b"$2\r\nEX\r\n$%d\r\n%b\r\n" % (len(str(ttl)), str(ttl).encode())
+    command = (b"*5" if ttl is not None else b"*3") + b"\r\n$3\r\nSET\r\n"
+    frames = []
+    for profile_id, value in zip(profile_ids, values, strict=True):
+        key_bytes = str(cache.make_key(cache_keys.toplist(config_key, version, profile_id))).encode()
+        encoded = inner.encode(value)
+        frames.append(
+            b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n%b" % (command, len(key_bytes), key_bytes, len(encoded), encoded, expiry)
+        )
+    pool = inner.get_client(write=True).connection_pool
     try:
-        for profile_id, item_ids, scores in lists:
-            batch.append((cache_keys.toplist(config_key, version, profile_id), _encode(item_ids, scores, computed_at)))
-            if len(batch) >= batch_size:
-                pending.put(batch)
-                written += len(batch)
-                batch = []
-                if failures:
-                    break
-        if batch and not failures:
-            pending.put(batch)
-            written += len(batch)
+        connection = pool.get_connection()
+    except TypeError:  # redis-py before 5.3 wants a command name
+        connection = pool.get_connection("SET")
+    try:
+        connection.send_packed_command([b"".join(frames)])
+        for _ in frames:
+            connection.read_response()  # raises on an error reply
+    except BaseException:
+        connection.disconnect()  # unread replies would answer the next user of the connection
+        raise
     finally:
-        pending.put(None)
-        thread.join()
-    if failures:
-        raise failures[0]
-    return written
+        pool.release(connection)
+    return len(frames)
 
 
 def toplist_get(*, config_key: str, version: int, profile_id: int) -> TopList | None:

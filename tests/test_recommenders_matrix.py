@@ -7,7 +7,7 @@ import math
 
 import pytest
 from django.utils import timezone
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from privacy.services.consent import consent_decide
@@ -151,3 +151,117 @@ def test_sql_matrix_agrees_with_the_definition(client_public, history):
     assert set(got) == set(expected)
     for key, value in expected.items():
         assert math.isclose(got[key], value, rel_tol=1e-3), key
+
+
+def reference_cells(cfg, now) -> dict[tuple[int, str], tuple[float, float]]:
+    """The matrix by definition, read from the stored rows one by one in Python: per (profile, item)
+    cell the sum of type weight x 0.5^(age / half-life) over the events naming the item (as
+    `item_id` or in `products[]`) plus the undecayed feedback weights, and the latest time, for the
+    visitors who did not refuse personalization; cells summing to zero are no cells."""
+    from privacy.models import ConsentState
+    from tracking.models import Event
+
+    refused = set(
+        ConsentState.objects.filter(purpose__key="personalization", granted=False).values_list("profile_id", flat=True)
+    )
+    weights = cfg.event_weights
+    sums: dict[tuple[int, str], float] = {}
+    latest: dict[tuple[int, str], float] = {}
+
+    def add(key, weight, at):
+        sums[key] = sums.get(key, 0.0) + weight
+        latest[key] = max(latest.get(key, at), at)
+
+    for event in Event.objects.filter(type__in=[t for t in weights if not t.startswith("thumbs")]):
+        if event.profile_id in refused:
+            continue
+        named = [event.properties["item_id"], *event.properties.get("products", [])]
+        age_days = (now - event.timestamp).total_seconds() / 86400
+        decay = 0.5 ** (age_days / cfg.half_life_days) if cfg.half_life_days else 1.0
+        for item in named:
+            add((event.profile_id, item), weights[event.type] * decay, event.timestamp.timestamp())
+    for feedback in Feedback.objects.select_related("item"):
+        weight = weights.get({"down": "thumbs_down", "up": "thumbs_up"}[feedback.kind])
+        if weight and feedback.profile_id not in refused:
+            add((feedback.profile_id, feedback.item.external_id), weight, feedback.created_at.timestamp())
+    return {key: (total, latest[key]) for key, total in sums.items() if total != 0}
+
+
+@given(
+    history=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "d"]),
+            st.sampled_from(["i1", "i2", "i3", "i4"]),
+            st.sampled_from(["product_view", "add_to_cart", "purchase"]),
+            st.sampled_from([0.0, 0.5, 3.0, 45.0]),
+            st.lists(st.sampled_from(["i1", "i2", "i5"]), max_size=2),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    feedback=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c", "d"]), st.sampled_from(["i1", "i2", "i5"]), st.booleans()),
+        max_size=6,
+        unique_by=lambda f: f[:2],
+    ),
+    refusing=st.sets(st.sampled_from(["a", "b", "c", "d"]), max_size=2),
+    half_life=st.sampled_from([None, 30]),
+)
+@example(  # a thumbs down cancelling a view (its cell, and c's only row, go), a refusal, a products[] list
+    history=[
+        ("a", "i1", "product_view", 0.5, []),
+        ("a", "i2", "purchase", 3.0, ["i5", "i1"]),
+        ("b", "i1", "add_to_cart", 0.0, []),
+        ("c", "i3", "product_view", 45.0, []),
+    ],
+    feedback=[("a", "i5", False), ("c", "i3", False), ("a", "i2", True)],
+    refusing={"b"},
+    half_life=None,
+)
+@example(  # every cell cancelled: an empty matrix
+    history=[("a", "i1", "product_view", 0.0, [])], feedback=[("a", "i1", False)], refusing=set(), half_life=None
+)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.django_db
+def test_the_extract_gives_the_matrix_of_the_definition(client_public, source, history, feedback, refusing, half_life):
+    """Decay, type weights, list-shaped events, negative feedback cancelling a view, consent: the
+    extract (SQL rows aggregated in numpy) and the definition read row by row give the same cells,
+    weights and times, and rows and columns only for profiles and items that keep a cell."""
+    from recommenders.models import RecommenderConfig
+    from tracking.models import Event, Profile
+
+    Feedback.objects.all().delete()
+    Event.objects.all().delete()
+    Profile.objects.all().delete()
+    RecommenderConfig.objects.all().delete()
+    events = [
+        view(who, item, n=n, days_ago=age, kind=kind, products=list(products))
+        for n, (who, item, kind, age, products) in enumerate(history)
+    ]
+    send(client_public, *events)
+    profiles = {who: profile_by_anonymous_id(who) for who, *_ in history}
+    for who in refusing & set(profiles):
+        consent_decide(source=source, anonymous_id=who, decisions={"personalization": False}, origin="banner")
+    for who, item, up in feedback:
+        if who in profiles:
+            Item.objects.get_or_create(external_id=item)
+            Feedback.objects.create(
+                profile=profiles[who], item=Item.objects.get(external_id=item), kind="up" if up else "down"
+            )
+    weights = {"product_view": 1, "add_to_cart": 4, "purchase": 8, "thumbs_down": -1, "thumbs_up": 2}
+    cfg = config(event_weights=weights, half_life_days=half_life)
+    now = timezone.now()
+    result = interactions_build(config=cfg, now=now)
+    expected = reference_cells(cfg, now)
+
+    got = {
+        (int(result.profile_ids[r]), str(result.item_ids[c])): (float(w), float(t))
+        for r, c, w, t in zip(result.rows, result.cols, result.weights, result.timestamps, strict=True)
+    }
+    assert set(got) == set(expected)
+    for key, (weight, at) in expected.items():
+        assert got[key][0] == pytest.approx(weight, rel=1e-6), key
+        assert got[key][1] == at, key
+    assert sorted(result.profile_ids.tolist()) == sorted({profile for profile, _ in expected})
+    assert sorted(result.item_ids.tolist()) == sorted({item for _, item in expected})
+    assert len(set(zip(result.rows.tolist(), result.cols.tolist(), strict=True))) == len(result.rows)

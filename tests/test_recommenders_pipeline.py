@@ -230,3 +230,45 @@ def test_an_erased_or_withdrawn_visitor_is_dropped_by_the_next_training(trained,
 
     rows = set(model_load(version).profile_ids.tolist())
     assert erased not in rows and withdrawn not in rows and profile_id("v2") in rows
+
+
+def _build_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "toplists-build"]
+
+
+@pytest.mark.django_db
+def test_lists_computed_before_the_gate_are_never_written_for_a_version_that_fails_it(
+    trained, client_public, monkeypatch
+):
+    from recommenders.services import promotion
+
+    cfg, first = trained
+    send(client_public, view("v0", "shoe-1", n=900, days_ago=0.01))
+    monkeypatch.setattr(promotion, "gate", lambda version: (False, "ndcg@10 below the live version (test)"))
+    second = model_train(config_id=cfg.pk)
+    assert second.status == "candidate" and second.version == first.version + 1
+    profiles = list(Profile.objects.values_list("pk", flat=True))
+    assert all(toplist_get(config_key=cfg.key, version=second.version, profile_id=pid) is None for pid in profiles)
+    assert any(toplist_get(config_key=cfg.key, version=first.version, profile_id=pid) for pid in profiles)
+    assert live_version(cfg.key) == first.version
+    assert not _build_threads(), "the background computation of the lists stopped with the training"
+
+
+@pytest.mark.django_db
+def test_a_failure_computing_the_lists_rejects_the_version_and_keeps_the_live_one(trained, client_public, monkeypatch):
+    from recommenders.services import promotion
+
+    cfg, first = trained
+    send(client_public, view("v0", "shoe-1", n=900, days_ago=0.01))
+
+    def broken(*args, **kwargs):
+        raise MemoryError("no room for the scores")
+
+    monkeypatch.setattr(promotion, "gate", lambda version: (True, "passes (test)"))
+    monkeypatch.setattr(promotion, "recommend_many", broken)
+    second = model_train(config_id=cfg.pk)
+    assert second.status == "rejected" and "publishing failed" in second.reason and "MemoryError" in second.reason
+    assert live_version(cfg.key) == first.version
+    assert not _build_threads()

@@ -1,8 +1,9 @@
-"""The interaction matrix, built set-based from stored events: one SQL statement aggregates events
-into (profile, item) cells, weighting each event by its type (the configuration's event weights)
-and by its age (exponential decay with the configured half-life), keeping only visitors whose
-consent allows personalization under their source's regime, and adding explicit feedback. Python
-only turns the aggregated cells into a CSR matrix with index maps.
+"""The interaction matrix, built set-based from stored events: one SQL statement reads every
+weighted event's (profile, item, type weight, time), keeping only visitors whose consent allows
+personalization under their source's regime and items the catalogue holds, and streams it into
+numpy (binary COPY on Postgres); explicit feedback comes the same way. numpy then decays each
+weight by its age (exponential, the configured half-life), sums them per (profile, item) cell and
+builds the CSR matrix with index maps.
 """
 
 from __future__ import annotations
@@ -214,27 +215,28 @@ def interactions_build(*, config: RecommenderConfig, now: datetime | None = None
     rate = math.log(2) / (half_life * 86400.0) if half_life else 0.0
     now_epoch = now.timestamp()
     start = history_start(now)
-    cells_sql: list[str] = []
-    params: list = []
+    parts: list[_Rows] = []
     if weights:
         types = list(weights)
         rows_sql, repeats = _event_item_rows(types)
-        rows_params = [*types, _db_time(start), _db_time(now)] * repeats
         case = " ".join("WHEN %s THEN CAST(%s AS DOUBLE PRECISION)" for _ in types)
-        case_params = [v for pair in weights.items() for v in pair]
         consent, consent_params = _consent_sql("x")
-        cells_sql.append(
+        events = _rows_fetch(
             f"""
-            SELECT y.profile_id, y.item,
-                   y.weight * EXP(-CAST(%s AS DOUBLE PRECISION) * (CAST(%s AS DOUBLE PRECISION) - y.ts)) AS w, y.ts
-            FROM (
-                SELECT x.profile_id, x.item, (CASE x.type {case} ELSE 0 END) AS weight, {_epoch("x.timestamp")} AS ts
-                FROM ({rows_sql}) x
-                WHERE {consent}
-            ) y
-            """
+            SELECT x.profile_id, CAST(i.id AS BIGINT), (CASE x.type {case} ELSE 0 END), {_time("x.timestamp")}
+            FROM ({rows_sql}) x
+            JOIN {Item._meta.db_table} i ON i.external_id = x.item
+            WHERE {consent}
+            """,
+            [
+                *(v for pair in weights.items() for v in pair),
+                *[*types, _db_time(start), _db_time(now)] * repeats,
+                *consent_params,
+            ],
         )
-        params += [rate, now_epoch, *case_params, *rows_params, *consent_params]
+        # The same expression the weights always had: type weight * exp(-rate * age).
+        events.weights *= np.exp(-rate * (now_epoch - events.times))
+        parts.append(events)
     feedback_weights = {
         kind: float(config.event_weights[key])
         for key, kind in FEEDBACK_WEIGHTS.items()
@@ -246,64 +248,128 @@ def interactions_build(*, config: RecommenderConfig, now: datetime | None = None
         kinds = list(feedback_weights)
         case = " ".join("WHEN %s THEN CAST(%s AS DOUBLE PRECISION)" for _ in kinds)
         consent, consent_params = _consent_sql("fb")
-        cells_sql.append(
-            f"""
-            SELECT fb.profile_id, fb.item, fb.w, fb.ts FROM (
-                SELECT p.last_source_id AS source_id, f.profile_id, i.external_id AS item,
-                       CASE f.kind {case} ELSE 0 END AS w, {_epoch("f.created_at")} AS ts
-                FROM {Feedback._meta.db_table} f
-                JOIN {Profile._meta.db_table} p ON p.id = f.profile_id
-                JOIN {Item._meta.db_table} i ON i.id = f.item_id
-                WHERE f.kind IN ({", ".join(["%s"] * len(kinds))})
-            ) fb
-            WHERE {consent}
-            """
+        parts.append(
+            _rows_fetch(
+                f"""
+                SELECT fb.profile_id, fb.item, fb.w, fb.ts FROM (
+                    SELECT p.last_source_id AS source_id, f.profile_id, CAST(i.id AS BIGINT) AS item,
+                           CASE f.kind {case} ELSE 0 END AS w, {_time("f.created_at")} AS ts
+                    FROM {Feedback._meta.db_table} f
+                    JOIN {Profile._meta.db_table} p ON p.id = f.profile_id
+                    JOIN {Item._meta.db_table} i ON i.id = f.item_id
+                    WHERE f.kind IN ({", ".join(["%s"] * len(kinds))})
+                ) fb
+                WHERE {consent}
+                """,
+                [v for pair in feedback_weights.items() for v in pair] + kinds + consent_params,
+            )
         )
-        params += [v for pair in feedback_weights.items() for v in pair] + kinds + consent_params
-    empty = Interactions(
-        rows=np.zeros(0, np.int64),
-        cols=np.zeros(0, np.int64),
-        weights=np.zeros(0, np.float32),
-        timestamps=np.zeros(0, np.float64),
-        profile_ids=np.zeros(0, np.int64),
-        item_ids=np.zeros(0, dtype=str),
-        trained_through=None,
-        event_types={},
-    )
-    if not cells_sql:
-        return empty
-    # Only items the catalogue holds are learned (events create stubs for unknown ids, so this
-    # drops deleted items): columns come back as item pks, every column a fixed-width number.
-    sql = f"""
-        SELECT c.profile_id, CAST(i.id AS BIGINT), CAST(SUM(c.w) AS DOUBLE PRECISION),
-               CAST(MAX(c.ts) AS DOUBLE PRECISION)
-        FROM ({" UNION ALL ".join(cells_sql)}) c
-        JOIN {Item._meta.db_table} i ON i.external_id = c.item
-        GROUP BY c.profile_id, i.id
-        HAVING SUM(c.w) <> 0
-    """
-    profiles, item_pks, cell_weights, timestamps = _cells_fetch(sql, params)
-    if not len(profiles):
-        return empty
-    profile_ids, rows = np.unique(profiles, return_inverse=True)
-    pk_of_col, cols = np.unique(item_pks, return_inverse=True)
-    external = dict(Item.objects.filter(pk__in=pk_of_col.tolist()).values_list("pk", "external_id"))
+    cells = _cells(parts)
+    if cells is None:
+        return Interactions(
+            rows=np.zeros(0, np.int64),
+            cols=np.zeros(0, np.int64),
+            weights=np.zeros(0, np.float32),
+            timestamps=np.zeros(0, np.float64),
+            profile_ids=np.zeros(0, np.int64),
+            item_ids=np.zeros(0, dtype=str),
+            trained_through=None,
+            event_types={},
+        )
+    profiles, item_pks, cell_weights, timestamps = cells
+    profile_ids, rows = _factorize(profiles)
+    pk_of_col, cols = _factorize(item_pks)
+    external = _external_ids(pk_of_col)
     event_types = event_type_counts(types=list(weights), start=start, end=now) if weights else {}
     latest = float(timestamps.max())
     return Interactions(
-        rows=rows.astype(np.int64),
-        cols=cols.astype(np.int64),
+        rows=rows,
+        cols=cols,
         weights=cell_weights.astype(np.float32),
         timestamps=timestamps,
-        profile_ids=profile_ids.astype(np.int64),
+        profile_ids=profile_ids,
         item_ids=np.asarray([external[pk] for pk in pk_of_col.tolist()], dtype=str),
         trained_through=datetime.fromtimestamp(latest, tz=UTC),
         event_types=event_types,
     )
 
 
-# One row of `COPY .. TO STDOUT (FORMAT binary)` of (bigint, bigint, float8, float8): a field count,
-# then each field's byte length and its big-endian value.
+def _external_ids(pks: np.ndarray) -> dict[int, str]:
+    if _vendor() != "postgresql":
+        return dict(Item.objects.filter(pk__in=pks.tolist()).values_list("pk", "external_id"))
+    # One array parameter: an IN list of tens of thousands of ids costs more in the ORM than the query.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, external_id FROM {Item._meta.db_table} WHERE id = ANY(%s::bigint[])", [pks.tolist()]
+        )
+        return dict(cursor.fetchall())
+
+
+@dataclass
+class _Rows:
+    """Weighted interactions as read, one per event (or feedback) and item, not yet aggregated."""
+
+    profiles: np.ndarray  # int64 profile id
+    items: np.ndarray  # int64 item pk
+    weights: np.ndarray  # float64
+    times: np.ndarray  # float64 unix seconds
+
+
+def _cells(parts: list[_Rows]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(profile, item pk) cells of the rows: summed weights, latest time; cells summing to zero are
+    dropped (what `GROUP BY profile, item HAVING SUM(w) <> 0` gives, sorted by profile then item).
+    None when no cell is left.
+
+    Done here rather than in SQL: a Postgres aggregation of millions of groups (partial per worker,
+    then again in the leader) costs several times this sort."""
+    if not any(len(part.profiles) for part in parts):
+        return None
+    profiles = np.concatenate([part.profiles for part in parts])
+    items = np.concatenate([part.items for part in parts])
+    weights = np.concatenate([part.weights for part in parts])
+    times = np.concatenate([part.times for part in parts])
+    profile_ids, rows = _factorize(profiles)
+    item_pks, cols = _factorize(items)
+    code = rows * len(item_pks) + cols
+    order = np.argsort(code, kind="stable")
+    code = code[order]
+    starts = np.flatnonzero(np.concatenate(([True], code[1:] != code[:-1])))
+    sums = np.add.reduceat(weights[order], starts)
+    latest = np.maximum.reduceat(times[order], starts)
+    keep = sums != 0
+    if not keep.any():
+        return None
+    code = code[starts[keep]]
+    return profile_ids[code // len(item_pks)], item_pks[code % len(item_pks)], sums[keep], latest[keep]
+
+
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct values, index of each value among them): `np.unique(.., return_inverse=True)`,
+    through a lookup table instead of a sort when the ids are dense (database ids usually are)."""
+    values = np.asarray(values, dtype=np.int64)
+    if not len(values):
+        return values.copy(), np.zeros(0, np.int64)
+    low = int(values.min())
+    span = int(values.max()) - low + 1
+    if span > 4 * len(values) + 1024:
+        distinct, inverse = np.unique(values, return_inverse=True)
+        return distinct, inverse.astype(np.int64, copy=False)
+    offsets = values - low
+    present = np.zeros(span, dtype=bool)
+    present[offsets] = True
+    position = np.cumsum(present, dtype=np.int64) - 1
+    return np.flatnonzero(present).astype(np.int64) + low, position[offsets]
+
+
+def _time(column: str) -> str:
+    """A timestamp column as read for the cells: raw on Postgres (binary COPY gives microseconds,
+    converted exactly in `_binary_rows`), unix seconds elsewhere."""
+    return column if _vendor() == "postgresql" else _epoch(column)
+
+
+# One row of `COPY .. TO STDOUT (FORMAT binary)` of (bigint, bigint, float8, timestamptz): a field
+# count, then each field's byte length and its big-endian value (timestamptz: microseconds since
+# 2000-01-01 UTC).
 _BINARY_ROW = np.dtype(
     [
         ("fields", ">i2"),
@@ -314,54 +380,67 @@ _BINARY_ROW = np.dtype(
         ("l3", ">i4"),
         ("weight", ">f8"),
         ("l4", ">i4"),
-        ("ts", ">f8"),
+        ("time", ">i8"),
     ]
 )
 _BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_POSTGRES_EPOCH_US = 946_684_800 * 1_000_000  # 2000-01-01 in unix microseconds
 
 
-def _cells_fetch(sql: str, params: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Run the cells query; on Postgres stream it with binary COPY straight into numpy (millions of
-    rows in a fraction of the time Python tuples take), elsewhere fetch rows."""
+def _rows_fetch(sql: str, params: list) -> _Rows:
+    """Run a rows query (profile, item pk, weight, time); on Postgres stream it with binary COPY
+    straight into numpy (millions of rows in a fraction of the time Python tuples take), elsewhere
+    fetch rows."""
     with transaction.atomic(), connection.cursor() as cursor:
         raw = getattr(cursor, "cursor", cursor)
         if _vendor() == "postgresql" and hasattr(raw, "copy_expert") and hasattr(raw, "mogrify"):
-            # One big aggregation of cheap expressions: JIT compilation costs seconds and saves
-            # nothing here, and the group-by sorts fit in memory instead of spilling to disk.
+            # One big scan of cheap expressions: JIT compilation costs seconds and saves nothing
+            # here. Parallel workers pay for themselves even though every row crosses to the leader.
             cursor.execute("SET LOCAL jit = off")
             cursor.execute("SET LOCAL work_mem = '512MB'")
+            cursor.execute("SET LOCAL parallel_setup_cost = 100")
+            cursor.execute("SET LOCAL parallel_tuple_cost = 0.001")
             query = raw.mogrify(sql, params).decode()
             buffer = io.BytesIO()
             raw.copy_expert(f"COPY ({query}) TO STDOUT (FORMAT binary)", buffer)
-            return _binary_rows(buffer.getvalue())
+            return _binary_rows(buffer.getbuffer())
         cursor.execute(sql, params)
         fetched = cursor.fetchall()
-    if not fetched:
-        empty = np.zeros(0)
-        return empty.astype(np.int64), empty.astype(np.int64), empty, empty
-    profile_col, item_col, weight_col, ts_col = zip(*fetched, strict=True)
     n = len(fetched)
-    return (
+    if not n:
+        empty = np.zeros(0)
+        return _Rows(empty.astype(np.int64), empty.astype(np.int64), empty, empty)
+    profile_col, item_col, weight_col, time_col = zip(*fetched, strict=True)
+    return _Rows(
         np.fromiter(profile_col, dtype=np.int64, count=n),
         np.fromiter(item_col, dtype=np.int64, count=n),
         np.fromiter(weight_col, dtype=np.float64, count=n),
-        np.fromiter(ts_col, dtype=np.float64, count=n),
+        np.fromiter(time_col, dtype=np.float64, count=n),
     )
 
 
-def _binary_rows(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    if not data.startswith(_BINARY_SIGNATURE):
+def _binary_rows(data) -> _Rows:
+    data = memoryview(data)
+    if bytes(data[: len(_BINARY_SIGNATURE)]) != _BINARY_SIGNATURE:
         raise ValueError("unexpected COPY output (not PostgreSQL binary format)")
     extension = int.from_bytes(data[15:19], "big")
     body = data[19 + extension : -2]  # the trailer is a field count of -1
     rows = np.frombuffer(body, dtype=_BINARY_ROW)
-    if len(rows) and not ((rows["fields"] == 4).all() and (rows["l1"] == 8).all() and (rows["l4"] == 8).all()):
+    if len(rows) and not (
+        (rows["fields"] == 4).all()
+        and (rows["l1"] == 8).all()
+        and (rows["l2"] == 8).all()
+        and (rows["l3"] == 8).all()
+        and (rows["l4"] == 8).all()
+    ):
         raise ValueError("unexpected COPY row layout (a NULL or a wider type)")
-    return (
+    # Microseconds as exact integers, divided once: the same double EXTRACT(EPOCH ..) would give.
+    micros = rows["time"].astype(np.int64) + _POSTGRES_EPOCH_US
+    return _Rows(
         rows["profile"].astype(np.int64),
         rows["item"].astype(np.int64),
         rows["weight"].astype(np.float64),
-        rows["ts"].astype(np.float64),
+        micros.astype(np.float64) / 1e6,
     )
 
 

@@ -6,12 +6,16 @@ it). Otherwise it stays a candidate, with the reason shown in the admin.
 
 Publish: the lists of active users are written under the version's own cache keys first; only then
 does the version become live (database) and the live pointer move (one cache write). Readers thus
-see either the old version's lists or the new one's, never a mix.
+see either the old version's lists or the new one's, never a mix. A trainer computes the lists while
+it evaluates (`lists_build`), but they reach the cache only once the version has passed the gate.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -22,18 +26,22 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from scipy import sparse
 
+from recommenders.algorithms.base import Recommender
+from recommenders.algorithms.topn import recommend_many
 from recommenders.artifacts import artifact_delete
 from recommenders.models import ModelVersion
 from recommenders.registry import LoadedModel, live_pointer_set, model_load
-from recommenders.store import toplists_write
+from recommenders.store import toplist_names, toplist_values, toplists_put
 from tracking.models import Profile
 
 logger = logging.getLogger(__name__)
 
-PUBLISH_BLOCK = 4096
-# How many seen items a factor model's search looks past per user (see _top_block).
-SEEN_CAP = 200
+# Users scored per block of a publish.
+PUBLISH_BLOCK = 1024
+# Lists computed ahead of the gate wait in memory up to about this many (then the build waits).
+PENDING_LISTS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -72,14 +80,22 @@ def gate(version: ModelVersion) -> tuple[bool, str]:
 
 
 def version_promote(
-    *, version: ModelVersion, timer=None, force: bool = False, loaded: LoadedModel | None = None
+    *,
+    version: ModelVersion,
+    timer=None,
+    force: bool = False,
+    loaded: LoadedModel | None = None,
+    build: ListsBuild | None = None,
 ) -> Outcome:
     """Apply the gate (unless `force`: a marketer's "make live" in the admin) and publish. `loaded`:
-    the model as the trainer holds it in memory (else it is read back from its artifact)."""
+    the model as the trainer holds it in memory (else it is read back from its artifact); `build`:
+    its lists, already being computed (`lists_build`), written only if the version passes."""
     passes, reason = gate(version)
     if force and not passes:
         passes, reason = True, f"made live by hand over the gate ({reason})"
     if not passes:
+        if build is not None:
+            build.cancel()
         ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.CANDIDATE, reason=reason)
         return Outcome(ModelVersion.Status.CANDIDATE, reason)
     stage = timer.stage("publish") if timer is not None else nullcontext()
@@ -88,83 +104,172 @@ def version_promote(
             if loaded is None:
                 loaded = model_load(version)
             loaded.config_key = version.config.key
-            count = lists_publish(loaded=loaded, top_n=version.config.top_n, active_days=version.config.active_days)
+            count = lists_publish(
+                loaded=loaded, top_n=version.config.top_n, active_days=version.config.active_days, build=build
+            )
         except Exception as exc:
             logger.exception("publishing %s failed", version)
             why = f"publishing failed ({type(exc).__name__}: {exc}); the live version is unchanged"
             ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.REJECTED, reason=why)
             return Outcome(ModelVersion.Status.REJECTED, why)
         version_make_live(version=version, reason=f"{reason}; {count} lists published")
+    _visitors_warm_enqueue(active_days=version.config.active_days)
     artifacts_prune(config_id=version.config_id)
     return Outcome(ModelVersion.Status.LIVE, reason)
 
 
-def active_rows(loaded: LoadedModel, *, active_days: int) -> np.ndarray:
-    """Rows of the model's users seen in the last `active_days` (they get precomputed lists)."""
+def _visitors_warm_enqueue(*, active_days: int) -> None:
+    """The visitors whose lists were just published get their visitor cache entries (a worker
+    task, after the commit): their first cached answer then reads no database."""
+    from recommenders.tasks import visitors_warm_task
+
+    def enqueue() -> None:
+        try:
+            visitors_warm_task.delay(active_days)
+        except Exception:  # the broker is down: the entries are written by the first requests instead
+            logger.warning("could not queue recommenders.visitors_warm", exc_info=True)
+
+    transaction.on_commit(enqueue)
+
+
+def active_rows(profile_ids: np.ndarray, *, active_days: int) -> np.ndarray:
+    """Rows of a model's users (`profile_ids`: row -> profile) seen in the last `active_days`: they
+    get precomputed lists."""
     cutoff = timezone.now() - timedelta(days=active_days)
     active = np.fromiter(
         Profile.objects.filter(last_seen_at__gte=cutoff).values_list("id", flat=True).iterator(chunk_size=20000),
         dtype=np.int64,
     )
-    return np.flatnonzero(np.isin(loaded.profile_ids, active))
+    return np.flatnonzero(np.isin(profile_ids, active))
 
 
-def _top_block(recommender, block: np.ndarray, rows, top_n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-N of a block of users, their already-seen items left out.
+class ListsBuild:
+    """The top-N lists of a model's active users, computed and encoded block by block.
 
-    Factor models (trained user and item factors) go through implicit's fused, multi-threaded
-    top-k, which never materialises the users x items score block. It is asked for N plus as many
-    as the block's users have seen (capped), unfiltered, and the seen items are then dropped with
-    one vectorised membership test: implicit's own filter slices the sparse matrix per tiny batch
-    and costs more than the search. A user who saw more than the cap may get a shorter (still
-    exact) list. Every other model uses its own `recommend`."""
-    user_factors = getattr(recommender, "user_factors", None)
-    item_factors = getattr(recommender, "item_factors", None)
-    if not (isinstance(user_factors, np.ndarray) and isinstance(item_factors, np.ndarray)):
-        return recommender.recommend(block, rows, N=top_n)
-    from implicit.cpu.topk import topk
+    The trainer starts one as soon as it holds the model it would publish: a background thread
+    scores blocks (BLAS and numpy, which release the GIL) on another core while the version is
+    evaluated and registered. Nothing is written anywhere here: `lists_publish` writes the blocks
+    once the version has passed the gate (rather than wait for one, the publishing thread computes
+    a block nobody has taken yet), and a version that fails the gate cancels the build. Finished
+    blocks wait in a bounded queue (then the background thread waits), so memory stays bounded
+    however many users are active."""
 
-    rows = rows.tocsr()
-    seen = np.diff(rows.indptr)
-    k = min(top_n + min(int(seen.max()) if len(seen) else 0, SEEN_CAP), item_factors.shape[0])
-    ids, scores = topk(
-        np.ascontiguousarray(item_factors, dtype=np.float32),
-        np.ascontiguousarray(user_factors[block], dtype=np.float32),
-        k,
-        num_threads=0,
+    def __init__(
+        self,
+        *,
+        recommender: Recommender,
+        user_items: sparse.csr_matrix,
+        profile_ids: np.ndarray,
+        item_ids: np.ndarray,
+        rows: np.ndarray,
+        top_n: int,
+    ) -> None:
+        self.computed_at = time.time()
+        self.seconds = 0.0  # time spent computing, by either thread (not waiting)
+        self._model, self._user_items, self._top_n = recommender, user_items, top_n
+        self._profile_ids, self._names = profile_ids, toplist_names(item_ids)
+        self._blocks = [rows[start : start + PUBLISH_BLOCK] for start in range(0, len(rows), PUBLISH_BLOCK)]
+        self._claims = itertools.count()  # next() is atomic: each block is computed by one thread
+        self._lock = threading.Lock()
+        self._done: queue.Queue = queue.Queue(maxsize=max(2, PENDING_LISTS // PUBLISH_BLOCK))
+        self._cancelled = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="toplists-build", daemon=True)
+        self._thread.start()
+
+    def _claim(self) -> int | None:
+        index = next(self._claims)
+        return index if index < len(self._blocks) else None
+
+    def _compute(self, index: int) -> tuple[list[int], list[bytes]]:
+        began = time.perf_counter()
+        block = self._blocks[index]
+        ids, scores = recommend_many(self._model, block, self._user_items[block], self._top_n)
+        values = toplist_values(names=self._names, ids=ids, scores=scores, computed_at=self.computed_at)
+        with self._lock:
+            self.seconds += time.perf_counter() - began
+        return self._profile_ids[block].tolist(), values
+
+    def _run(self) -> None:
+        try:
+            while not self._cancelled.is_set() and (index := self._claim()) is not None:
+                self._put(self._compute(index))
+        except BaseException as exc:  # handed to the consumer, re-raised in its thread
+            self._put(exc)
+
+    def _put(self, item) -> None:
+        while not self._cancelled.is_set():
+            try:
+                self._done.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def blocks(self) -> Iterator[tuple[list[int], list[bytes]]]:
+        """(profile ids, encoded lists) per block: the finished ones first, else one this thread
+        computes itself, else it waits for the background thread's last; raises what either raised."""
+        for _ in range(len(self._blocks)):
+            try:
+                item = self._done.get_nowait()
+            except queue.Empty:
+                index = self._claim()
+                item = self._done.get() if index is None else self._compute(index)
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def cancel(self) -> None:
+        """Stop the background thread (if it still runs) and wait for it."""
+        self._cancelled.set()
+        self._thread.join()
+
+
+def lists_build(
+    *,
+    recommender: Recommender,
+    user_items: sparse.csr_matrix,
+    profile_ids: np.ndarray,
+    item_ids: np.ndarray,
+    top_n: int,
+    active_days: int,
+) -> ListsBuild:
+    """Start computing the lists of the model's active users (see `ListsBuild`)."""
+    return ListsBuild(
+        recommender=recommender,
+        user_items=user_items,
+        profile_ids=profile_ids,
+        item_ids=item_ids,
+        rows=active_rows(profile_ids, active_days=active_days),
+        top_n=top_n,
     )
-    n_items = item_factors.shape[0]
-    seen_codes = np.repeat(np.arange(len(block), dtype=np.int64), seen) * n_items + rows.indices
-    drop = np.isin(np.arange(len(block), dtype=np.int64)[:, None] * n_items + ids, seen_codes)
-    drop |= (ids < 0) | ~np.isfinite(scores)
-    order = np.argsort(drop, axis=1, kind="stable")[:, :top_n]  # kept ones first, rank order kept
-    ids = np.take_along_axis(ids, order, axis=1).astype(np.int64)
-    scores = np.take_along_axis(scores, order, axis=1)
-    ids[np.take_along_axis(drop, order, axis=1)] = -1
-    return ids, scores
 
 
-def _lists(loaded: LoadedModel, rows: np.ndarray, top_n: int) -> Iterator[tuple[int, list[str], np.ndarray]]:
-    item_ids = loaded.item_ids
-    # Users with similar history lengths share blocks, so a block's "N + seen" stays small.
-    rows = rows[np.argsort(np.diff(loaded.user_items.indptr)[rows], kind="stable")]
-    for start in range(0, len(rows), PUBLISH_BLOCK):
-        block = rows[start : start + PUBLISH_BLOCK]
-        ids, scores = _top_block(loaded.recommender, block, loaded.user_items[block], top_n)
-        for profile_id, row_ids, row_scores in zip(loaded.profile_ids[block].tolist(), ids, scores, strict=True):
-            valid = row_ids >= 0
-            yield profile_id, item_ids[row_ids[valid]].tolist(), row_scores[valid]
-
-
-def lists_publish(*, loaded: LoadedModel, top_n: int, active_days: int) -> int:
-    """Precompute the top-N of every active user and write them under the version's keys."""
-    rows = active_rows(loaded, active_days=active_days)
-    return toplists_write(
-        config_key=loaded.config_key,
-        version=loaded.version,
-        lists=_lists(loaded, rows, top_n),
-        computed_at=time.time(),
-    )
+def lists_publish(*, loaded: LoadedModel, top_n: int, active_days: int, build: ListsBuild | None = None) -> int:
+    """Precompute the top-N of every active user and write them under the version's keys. `build`:
+    the lists already being computed from this very model (else they are computed now, the writes
+    of each block overlapping the computation of the next)."""
+    if build is None:
+        build = lists_build(
+            recommender=loaded.recommender,
+            user_items=loaded.user_items,
+            profile_ids=loaded.profile_ids,
+            item_ids=loaded.item_ids,
+            top_n=top_n,
+            active_days=active_days,
+        )
+    batch = max(1, settings.RECOMMENDERS_PUBLISH_BATCH)
+    written = 0
+    try:
+        for profile_ids, values in build.blocks():
+            for start in range(0, len(values), batch):
+                written += toplists_put(
+                    config_key=loaded.config_key,
+                    version=loaded.version,
+                    profile_ids=profile_ids[start : start + batch],
+                    values=values[start : start + batch],
+                )
+    finally:
+        build.cancel()
+    return written
 
 
 def version_make_live(*, version: ModelVersion, reason: str) -> None:

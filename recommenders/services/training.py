@@ -4,7 +4,9 @@ evaluate -> register version -> promote -> publish.
 Idempotent: the inputs (configuration and the latest event and feedback it would read) are
 fingerprinted first, and a version already built from equal inputs makes the run a no-op. A cache
 lock keeps two trainings of one configuration from running at once (a second one returns at
-once). Each stage's wall time is stored with the version.
+once). Each stage's wall time is stored with the version. The lists to publish are computed on
+another thread from the moment the final model is fitted, while it is evaluated and registered;
+they are written only if it passes the promotion gate.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from recommenders.models import ModelVersion, RecommenderConfig
 from recommenders.registry import LoadedModel
 from recommenders.services import evaluation
 from recommenders.services.matrix import Interactions, input_fingerprint, interactions_build
-from recommenders.services.promotion import version_promote
+from recommenders.services.promotion import ListsBuild, lists_build, version_promote
 from recommenders.services.tuning import tune
 
 logger = logging.getLogger(__name__)
@@ -113,60 +115,105 @@ def _train(config: RecommenderConfig, *, force: bool, timer: _Timer) -> TrainRes
         features = evaluation.item_features(interactions.item_ids)
         vectors = evaluation.category_vectors(features)
     k = evaluation.metric_k(config.promotion_metric)
-    now_epoch = now.timestamp()
 
-    try:
-        model, params, trials, model_metrics, baseline, live, live_metrics = _fit_and_evaluate(
-            config, interactions, full, timestamps, split, features, vectors, k=k, now_epoch=now_epoch, timer=timer
-        )
-    except (ValueError, TypeError, ArithmeticError, np.linalg.LinAlgError, MemoryError) as exc:
-        # A configuration that cannot train (unknown algorithm or parameter, catalogue too large
-        # for the algorithm...) leaves a rejected version saying why, visible in the admin; equal
-        # inputs then make later runs no-ops instead of failing again every night.
-        logger.warning("training %s failed: %s", config.key, exc)
-        reason = f"training failed: {type(exc).__name__}: {exc}"
-        number = _rejected(config, interactions=interactions, fingerprint=fingerprint, now=now, reason=reason)
-        return TrainResult(config.key, number, ModelVersion.Status.REJECTED, reason)
+    with _ListsAhead(config=config, interactions=interactions, full=full) as ahead:
+        try:
+            model, params, trials, model_metrics, baseline, live, live_metrics = _fit_and_evaluate(
+                config,
+                interactions,
+                full,
+                timestamps,
+                split,
+                features,
+                vectors,
+                k=k,
+                now_epoch=now.timestamp(),
+                timer=timer,
+                final=ahead.start,
+            )
+        except (ValueError, TypeError, ArithmeticError, np.linalg.LinAlgError, MemoryError) as exc:
+            # A configuration that cannot train (unknown algorithm or parameter, catalogue too large
+            # for the algorithm...) leaves a rejected version saying why, visible in the admin; equal
+            # inputs then make later runs no-ops instead of failing again every night.
+            logger.warning("training %s failed: %s", config.key, exc)
+            reason = f"training failed: {type(exc).__name__}: {exc}"
+            number = _rejected(config, interactions=interactions, fingerprint=fingerprint, now=now, reason=reason)
+            return TrainResult(config.key, number, ModelVersion.Status.REJECTED, reason)
 
-    metrics = {"k": k, "model": model_metrics, "popularity": baseline}
-    if live_metrics is not None:
-        metrics["live"] = live_metrics
-        metrics["live_version"] = live.version
-    with timer.stage("register"):
-        version = _register(
-            config,
-            model=model,
-            interactions=interactions,
-            full=full,
-            features=features,
-            params=params,
-            metrics=metrics,
-            trials=trials,
-            fingerprint=fingerprint,
-            now=now,
-            timings=timer.timings,
+        metrics = {"k": k, "model": model_metrics, "popularity": baseline}
+        if live_metrics is not None:
+            metrics["live"] = live_metrics
+            metrics["live_version"] = live.version
+        with timer.stage("register"):
+            version = _register(
+                config,
+                model=model,
+                interactions=interactions,
+                full=full,
+                features=features,
+                params=params,
+                metrics=metrics,
+                trials=trials,
+                fingerprint=fingerprint,
+                now=now,
+                timings=timer.timings,
+            )
+        loaded = LoadedModel(
+            config_key=config.key,
+            version=version.version,
+            model_version_id=version.pk,
+            algorithm=model.name,
+            recommender=model,
+            item_ids=interactions.item_ids,
+            profile_ids=interactions.profile_ids,
+            user_items=full,
+            item_features=features,
+            trained_through=interactions.trained_through,
+            published_at=None,
         )
-    loaded = LoadedModel(
-        config_key=config.key,
-        version=version.version,
-        model_version_id=version.pk,
-        algorithm=model.name,
-        recommender=model,
-        item_ids=interactions.item_ids,
-        profile_ids=interactions.profile_ids,
-        user_items=full,
-        item_features=features,
-        trained_through=interactions.trained_through,
-        published_at=None,
-    )
-    outcome = version_promote(version=version, timer=timer, loaded=loaded)
+        outcome = version_promote(version=version, timer=timer, loaded=loaded, build=ahead.build)
+        if ahead.build is not None:
+            # Computed alongside evaluate and register, so not part of the stages' sum.
+            timer.timings["lists_alongside"] = round(ahead.build.seconds, 4)
     timer.timings["total"] = round(time.perf_counter() - total_start, 4)
     ModelVersion.objects.filter(pk=version.pk).update(timings=timer.timings)
     return TrainResult(config.key, version.version, outcome.status, outcome.reason)
 
 
-def _fit_and_evaluate(config, interactions, full, timestamps, split, features, vectors, *, k, now_epoch, timer):
+class _ListsAhead:
+    """The lists of the model to publish, computed on another thread (`lists_build`) from the moment
+    it is fitted, while this one evaluates and registers it. They reach the cache only if the
+    version passes the gate (`version_promote`); leaving the block stops whatever still runs."""
+
+    def __init__(self, *, config: RecommenderConfig, interactions: Interactions, full: sparse.csr_matrix) -> None:
+        self.config, self.interactions, self.full = config, interactions, full
+        self.build: ListsBuild | None = None
+
+    def start(self, model: Recommender) -> None:
+        if self.build is not None:
+            self.build.cancel()
+        self.build = lists_build(
+            recommender=model,
+            user_items=self.full,
+            profile_ids=self.interactions.profile_ids,
+            item_ids=self.interactions.item_ids,
+            top_n=self.config.top_n,
+            active_days=self.config.active_days,
+        )
+
+    def __enter__(self) -> _ListsAhead:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.build is not None:
+            self.build.cancel()
+
+
+def _fit_and_evaluate(config, interactions, full, timestamps, split, features, vectors, *, k, now_epoch, timer, final):
+    """Fit, evaluate on the holdout and, when it is small, refit on everything; `final` is called
+    with the model to publish as soon as it is fitted."""
     params = dict(config.params or {})
+    refit = bool(split.test.nnz) and len(full.data) <= settings.RECOMMENDERS_REFIT_MAX_NNZ
     trials: list[dict] = []
     if config.tuning_budget_seconds:
         with timer.stage("tune"):
@@ -180,15 +227,18 @@ def _fit_and_evaluate(config, interactions, full, timestamps, split, features, v
             )
     with timer.stage("fit"):
         model = _fit(config.algorithm, params, split.train, features, timestamps, now_epoch)
+    if not refit:
+        final(model)
     with timer.stage("evaluate"):
         model_metrics = evaluation.evaluate_model(model, split, k=k, item_vectors=vectors)
         baseline = evaluation.evaluate_popularity(split, k=k, item_vectors=vectors)
         live = ModelVersion.objects.filter(config=config, status=ModelVersion.Status.LIVE).first()
         live_metrics = _live_metrics(live, split, interactions, k=k, vectors=vectors)
-    if split.test.nnz and len(full.data) <= settings.RECOMMENDERS_REFIT_MAX_NNZ:
+    if refit:
         # Small enough to fit twice: the published model learns from the held-out interactions too.
         with timer.stage("refit"):
             model = _fit(config.algorithm, params, full, features, timestamps, now_epoch)
+        final(model)
     return model, params, trials, model_metrics, baseline, live, live_metrics
 
 
@@ -268,12 +318,13 @@ def _register(
     timings: dict,
 ) -> ModelVersion:
     """Store the artifact, then the version row (numbered under a row lock of the configuration)."""
+    blob = dump(model)  # once, and before the lock: it takes a while for a large model
     for _ in range(3):
         with transaction.atomic():
             RecommenderConfig.objects.select_for_update().filter(pk=config.pk).first()
             number = (ModelVersion.objects.filter(config=config).aggregate(n=Max("version"))["n"] or 0) + 1
             bundle = Bundle(
-                model=dump(model),
+                model=blob,
                 item_ids=interactions.item_ids,
                 profile_ids=interactions.profile_ids,
                 user_items=full,

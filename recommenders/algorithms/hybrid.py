@@ -191,7 +191,10 @@ class Hybrid(Recommender):
         and whether preferences were stated. Rows of weights sum to 1."""
         p = self._params
         few, many = int(p["few_events"]), int(p["many_events"])
-        n = np.asarray((rows > 0).sum(axis=1)).ravel().astype(np.float64)
+        # Positive cells per row, from the CSR arrays (a `rows > 0` matrix costs more than the sum).
+        n = np.bincount(
+            np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr)), weights=rows.data > 0, minlength=rows.shape[0]
+        )
         has_content = "content" in self.members
         stated = np.zeros(len(n), dtype=bool)
         if context is not None and context.preferences is not None:

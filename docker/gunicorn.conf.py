@@ -5,7 +5,8 @@ GUNICORN_THREADS   threads per worker (default 4; >1 selects the gthread worker)
 GUNICORN_TIMEOUT   seconds a request may take before its worker is restarted (default 30)
 GUNICORN_GRACEFUL_TIMEOUT  seconds to finish in-flight requests on SIGTERM (default 30)
 GUNICORN_KEEPALIVE seconds to hold an idle keep-alive connection (default 5)
-GUNICORN_MAX_REQUESTS  requests before a worker is recycled (default 2000; 0 disables)
+GUNICORN_MAX_REQUESTS  requests before a worker is recycled (default 100000, plus up to 50% jitter;
+                   0 disables)
 PORT               port to listen on inside the container (default 8000)
 LOG_LEVEL          gunicorn's error-log level (default info); access log always to stdout
 
@@ -28,9 +29,10 @@ timeout = _int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("GUNICORN_KEEPALIVE", 5)
 # Recycle workers now and then so a slow leak cannot grow forever (0 disables).
-# Recycling a worker costs ~3 s of CPU plus reloading the live models: rarely, and spread out (50%
-# jitter) so that workers never restart together.
-max_requests = _int("GUNICORN_MAX_REQUESTS", 20000)
+# Recycling a worker costs ~3 s of CPU plus reloading the live models (at 20,000 requests, a worker
+# busy at ~1,000 req/s would boot again every 20-30 s): rarely, and spread out (50% jitter) so that
+# workers never restart together.
+max_requests = _int("GUNICORN_MAX_REQUESTS", 100000)
 max_requests_jitter = max_requests // 2
 # Heartbeat files on tmpfs: a container's overlay filesystem can stall them.
 worker_tmp_dir = "/dev/shm"
@@ -40,3 +42,14 @@ control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+def worker_exit(server, worker):
+    """A worker stopping (recycled, or the container stopping) pushes the served-list rows it still
+    holds to the Redis buffer first (see `recommenders.serving.served`)."""
+    try:
+        from recommenders.serving.served import served_push
+
+        served_push()
+    except Exception:  # never keep a worker from exiting
+        server.log.exception("served lists of worker %s could not be pushed", worker.pid)

@@ -18,6 +18,9 @@ from tracking.services.sources import secret_key_create
 
 RUN_ID = os.environ.get("PZ_TEST_RUN_ID") or str(os.getpid())
 settings.CACHES["default"]["KEY_PREFIX"] = f"pztest{RUN_ID}"
+# Served lists pushed to the Redis buffer in the request (no pusher thread writing behind a test's
+# back); tests of the pusher turn it on.
+settings.RECOMMENDERS_SERVED_PUSH_SECONDS = 0
 
 
 def _celery_queue_per_run() -> None:
@@ -39,6 +42,9 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
 
 
 def _cache_clear() -> None:
+    from recommenders.serving.served import served_local_clear
+
+    served_local_clear()
     if hasattr(cache, "delete_pattern"):
         cache.delete_pattern("*")
     else:

@@ -133,3 +133,64 @@ def test_the_one_statement_flush_stores_exactly_what_the_orm_would(client_public
         assert stored_raw.placement.startswith("raw") and stored_orm.placement.startswith("orm")
     assert RecommendationServed.objects.get(token=raw[0].token).served_at == at
     assert RecommendationServed.objects.get(token=raw[1].token).profile_id is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_pusher_thread_sends_the_process_rows_to_the_buffer_in_batches(client_public, settings):
+    """With a push interval the request only appends to the process's list; the pusher thread sends
+    the rows to Redis by itself, several per RPUSH, and a flush stores every one of them."""
+    catalogue()
+    send(client_public, *journeys(visitors=6))
+    train()
+    settings.RECOMMENDERS_SERVED_PUSH_SECONDS = 0.05
+    client = served._client()
+    before = client.info("commandstats").get("cmdstat_rpush", {}).get("calls", 0)
+    tokens = [recommend(client_public, anonymous_id=f"v{i % 6}", n=3)["token"] for i in range(12)]
+    deadline = time.monotonic() + 10
+    while client.llen(served._keys()[0]) < 12 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.llen(served._keys()[0]) == 12 and len(served._local) == 0  # nobody pushed by hand
+    assert client.info("commandstats")["cmdstat_rpush"]["calls"] - before <= 12
+    assert served_flush() == 12
+    assert {str(t) for t in RecommendationServed.objects.values_list("token", flat=True)} == set(tokens)
+
+
+@pytest.mark.django_db
+def test_rows_the_pusher_could_place_nowhere_wait_for_the_next_round(client_public, shop, monkeypatch, settings):
+    settings.RECOMMENDERS_SERVED_PUSH_SECONDS = 3600  # the test pushes by hand
+    tokens = [recommend(client_public, anonymous_id=f"v{i}", n=3)["token"] for i in range(3)]
+    assert len(served._local) == 3 and served_pending() == 3
+
+    def unreachable():
+        raise ConnectionError("redis went away")
+
+    class Down:
+        def rpush(self, *args):
+            unreachable()
+
+    def broken(rows):
+        raise RuntimeError("database went away too")
+
+    monkeypatch.setattr(served, "_client", lambda: Down())
+    monkeypatch.setattr(served, "_store", broken)
+    with pytest.raises(RuntimeError):
+        served.served_push()
+    assert len(served._local) == 3  # kept, in order, for the next round
+    monkeypatch.undo()
+    assert served_flush() == 3
+    assert {str(t) for t in RecommendationServed.objects.values_list("token", flat=True)} == set(tokens)
+
+
+@pytest.mark.django_db
+def test_a_gunicorn_worker_pushes_its_rows_when_it_exits(client_public, shop, settings):
+    import runpy
+    from pathlib import Path
+
+    settings.RECOMMENDERS_SERVED_PUSH_SECONDS = 3600
+    token = recommend(client_public, anonymous_id="v1", n=3)["token"]
+    assert len(served._local) == 1
+    conf = runpy.run_path(str(Path(__file__).resolve().parent.parent / "docker" / "gunicorn.conf.py"))
+    conf["worker_exit"](server=None, worker=None)
+    assert len(served._local) == 0 and served._client().llen(served._keys()[0]) == 1
+    served_flush()
+    assert RecommendationServed.objects.filter(token=token).exists()

@@ -154,6 +154,12 @@ SEGMENTS_RECOMPUTE_WORK_MEM = env.str("SEGMENTS_RECOMPUTE_WORK_MEM", default="64
 RECOMMENDERS_SERVED_BUFFER = env.bool("RECOMMENDERS_SERVED_BUFFER", default=True)
 RECOMMENDERS_SERVED_FLUSH_SIZE = env.int("RECOMMENDERS_SERVED_FLUSH_SIZE", default=500)
 RECOMMENDERS_SERVED_FLUSH_SECONDS = env.float("RECOMMENDERS_SERVED_FLUSH_SECONDS", default=5.0)
+# ... and each web process gathers its rows for this long before one RPUSH sends them (0: one RPUSH
+# per list served, in the request).
+RECOMMENDERS_SERVED_PUSH_SECONDS = env.float("RECOMMENDERS_SERVED_PUSH_SECONDS", default=0.1)
+# After a version goes live, the visitor cache is warmed for at most this many recently active
+# profiles (their identities -> profile and consent, so their first cached answer reads no database).
+RECOMMENDERS_VISITOR_WARM_MAX = env.int("RECOMMENDERS_VISITOR_WARM_MAX", default=100_000)
 # Serving: largest list per request, the visitor events read per request (newest first), the list
 # length scored when recomputing on read, and the positive items below which a visitor is served
 # item-to-item from their session rather than the full model (cold start).

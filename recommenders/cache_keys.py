@@ -24,7 +24,12 @@ TRAIN_LOCK_TTL = 2 * 3600
 
 def toplist(config_key: str, version: int, profile_id: int) -> str:
     """Precomputed top-N of one profile under one model version: `(item_ids, scores, computed_at)`."""
-    return f"rec:v{VERSION}:top:{config_key}:{version}:{profile_id}"
+    return f"{toplist_prefix(config_key, version)}{profile_id}"
+
+
+def toplist_prefix(config_key: str, version: int) -> str:
+    """The lists of one model version: their keys are this followed by the profile id."""
+    return f"rec:v{VERSION}:top:{config_key}:{version}:"
 
 
 def live_pointer(config_key: str) -> str:

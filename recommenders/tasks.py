@@ -39,3 +39,12 @@ def train_all_task() -> list[int]:
 def health_check_task() -> dict:
     """Every half hour (beat): online CTR, drift and staleness of each live model; alerts and retrains."""
     return health_check()
+
+
+@shared_task(name="recommenders.visitors_warm", acks_late=True, autoretry_for=(OperationalError,), max_retries=2)
+def visitors_warm_task(active_days: int) -> int:
+    """After a version goes live: the visitor cache entries of the recently active visitors (their
+    precomputed lists were just published), so their first cached answer needs no database read."""
+    from recommenders.serving.visitors import visitors_warm
+
+    return visitors_warm(active_days=active_days)

@@ -192,3 +192,109 @@ def test_with_redis_down_a_visitor_remembered_by_the_process_is_read_again_from_
         )
         body = recommend(client_public, anonymous_id="v0", n=3)
     assert body["personalized"] is False
+
+
+@pytest.mark.django_db
+def test_after_warming_a_visitor_new_to_the_process_costs_no_database_query(
+    client_public, shop, django_assert_num_queries
+):
+    from recommenders.serving.visitors import visitors_forget, visitors_warm
+
+    _warm(client_public)
+    time.sleep(VISITOR_SKEW)  # what the journeys changed is older than the warm read
+    assert visitors_warm(active_days=30) >= 12  # every journey's anonymous identity
+    visitors_forget()  # a process that has never seen v5 (the entry comes from Redis)
+    with django_assert_num_queries(0):
+        body = recommend(client_public, anonymous_id="v5", n=3)
+    assert body["strategy"] == "cached" and body["personalized"]
+    assert visitors_warm(active_days=30, limit=2) <= 4  # newest profiles first, bounded
+
+
+@pytest.mark.django_db
+def test_a_warmed_entry_is_condemned_by_a_later_change(client_public, shop):
+    from privacy.services.consent import consent_record
+    from recommenders.serving.visitors import visitors_forget, visitors_warm
+
+    _warm(client_public)
+    time.sleep(VISITOR_SKEW)
+    visitors_warm(active_days=30)
+    profile = profile_by_anonymous_id("v6")
+    consent_record(
+        profile_id=profile.pk,
+        decisions={"personalization": False},
+        origin="banner",
+        source=profile.last_source,
+        policy_version=1,
+    )
+    visitors_forget()
+    assert recommend(client_public, anonymous_id="v6", n=3)["personalized"] is False
+
+
+@pytest.mark.django_db
+def test_erasure_deletes_the_visitors_cache_entries(client_public, shop):
+    from django.core.cache import cache
+
+    from privacy.services.subjects import subject_erase
+    from recommenders.serving.visitors import visitor_index_key, visitor_key, visitors_warm
+
+    recommend(client_public, anonymous_id="v7", n=3)  # remembered by the request
+    visitors_warm(active_days=30)
+    profile = profile_by_anonymous_id("v7")
+    redis = cache.client.get_client()
+    assert redis.exists(cache.make_key(visitor_key("anonymous", "v7")))
+    subject_erase(profile=profile)
+    assert not redis.exists(cache.make_key(visitor_key("anonymous", "v7")))
+    assert not redis.exists(cache.make_key(visitor_index_key(profile.pk)))
+
+
+@pytest.mark.django_db
+def test_a_visitor_new_to_the_process_and_their_list_come_in_one_round_trip(client_public, shop, settings, monkeypatch):
+    import redis
+
+    from recommenders.serving.visitors import visitors_forget, visitors_warm
+
+    settings.RECOMMENDERS_SERVED_PUSH_SECONDS = 3600  # the served-list row waits in the process
+    _warm(client_public)
+    time.sleep(VISITOR_SKEW)
+    visitors_warm(active_days=30)
+    visitors_forget()
+    trips = []
+    command, pipeline = redis.Redis.execute_command, redis.client.Pipeline.execute
+
+    def counted_command(self, *args, **options):
+        trips.append(args[0])
+        return command(self, *args, **options)
+
+    def counted_pipeline(self, *args, **options):
+        trips.append("pipeline")
+        return pipeline(self, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", counted_command)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", counted_pipeline)
+    body = recommend(client_public, anonymous_id="v8", n=3)
+    first, trips[:] = list(trips), []
+    again = recommend(client_public, anonymous_id="v8", n=3)
+    monkeypatch.undo()
+    assert body["strategy"] == again["strategy"] == "cached" and body["personalized"]
+    assert first == ["EVALSHA"]  # the visitor, their list and their change stamp, in one script call
+    assert trips == ["MGET"]  # remembered by the process: their list and stamp
+
+
+@pytest.mark.django_db
+def test_a_version_going_live_queues_the_warming_of_the_visitor_cache(
+    client_public, monkeypatch, django_capture_on_commit_callbacks
+):
+    from django.core.cache import cache
+
+    from recommenders import tasks
+    from recommenders.serving.visitors import visitor_key
+
+    warmed = []
+    monkeypatch.setattr(tasks.visitors_warm_task, "delay", lambda days: warmed.append(tasks.visitors_warm_task(days)))
+    catalogue()
+    send(client_public, *journeys())
+    assert not cache.client.get_client().exists(cache.make_key(visitor_key("anonymous", "v1")))
+    with django_capture_on_commit_callbacks(execute=True):
+        train()
+    assert len(warmed) == 1 and warmed[0] >= 12  # run by the worker after the commit
+    assert cache.client.get_client().exists(cache.make_key(visitor_key("anonymous", "v1")))

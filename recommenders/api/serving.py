@@ -28,6 +28,7 @@ from personalization.api.auth import (
     write_key_from,
 )
 from personalization.api.errors import BadRequest, error_response
+from personalization.api.renderers import FastJSONRenderer
 from recommenders import serving
 from recommenders.serving.cache import CACHE_ERRORS
 from recommenders.serving.visitors import Visitor, visitor_by_anonymous_id, visitor_by_user_id
@@ -71,6 +72,7 @@ def _credential_from_database(request) -> Credential:
 class ServingView(APIView):
     authentication_classes = [SecretKeyAuthentication, WriteKeyAuthentication]
     permission_classes = [HasSourceKey]
+    renderer_classes = [FastJSONRenderer]
 
     def perform_content_negotiation(self, request, force=False):
         """JSON is the one format served: skip parsing the Accept header on every page view."""
@@ -179,9 +181,10 @@ def _exclude(request) -> list[str]:
     return ids
 
 
-def _visitor(request, data: dict, *, required: bool, cached: bool = False) -> Visitor | None:
+def _visitor(request, data: dict, *, required: bool, cached: bool = False, toplist_prefix: str = "") -> Visitor | None:
     """The visitor the caller may ask about: with the write key only the anonymous id's own.
-    `cached`: through the visitor cache (the caller confirms the entry, see `recommendations_serve`)."""
+    `cached`: through the visitor cache (the caller confirms the entry, see `recommendations_serve`);
+    `toplist_prefix`: their precomputed list comes along (see `visitors.visitor_cached`)."""
     credential: Credential = request.auth
     anonymous_id = (data.get("anonymous_id") or "").strip()
     user_id = (data.get("user_id") or "").strip()
@@ -191,9 +194,9 @@ def _visitor(request, data: dict, *, required: bool, cached: bool = False) -> Vi
             "own anonymous_id"
         )
     if user_id:
-        return visitor_by_user_id(user_id, cached=cached)
+        return visitor_by_user_id(user_id, cached=cached, toplist_prefix=toplist_prefix)
     if anonymous_id:
-        return visitor_by_anonymous_id(anonymous_id, cached=cached)
+        return visitor_by_anonymous_id(anonymous_id, cached=cached, toplist_prefix=toplist_prefix)
     if required:
         raise BadRequest("anonymous_id: query parameter is required" + (" (or user_id)" if credential.secret else ""))
     return None
@@ -205,12 +208,19 @@ def _payload(served: serving.ServedList) -> dict:
     items = []
     for s in served.items:
         item = s.item
-        items.append(
-            {
+        # The item's own fields, rendered once per catalogue row read (rows live seconds in the
+        # process's memo, and a page view shows ten of them).
+        base = item.__dict__.get("_served_fields")
+        if base is None:
+            base = item._served_fields = {
                 "id": item.external_id,
                 "title": item.title,
                 "price": None if item.price is None else f"{item.price:.2f}",
                 "categories": [str(c) for c in item.categories or []],
+            }
+        items.append(
+            {
+                **base,
                 "score": s.score if math.isfinite(s.score) else 0.0,
                 "algorithm": s.algorithm,
                 "reason": s.reason,
@@ -297,7 +307,8 @@ class RecommendationsView(ServingView):
     )
     def get(self, request):
         data = _recommendations_query(request.query_params)
-        visitor = _visitor(request, data, required=True, cached=True)
+        prefix = serving.toplist_prefix_for(data.get("placement", ""))
+        visitor = _visitor(request, data, required=True, cached=True, toplist_prefix=prefix)
         served = serving.recommendations_serve(
             source=request.auth.source,
             profile=None,

@@ -9,16 +9,16 @@ and the ladder), `trending` (per-slice popularity from recent events), `rules` a
 read path and the ladder), `similar` (similar items, trending) and `receivers` (profile changes
 that make cached visitors stale).
 
-The cached answer's budget: no database query (the visitor from the visitor cache, confirmed by the
-change stamp read in the same MGET as their precomputed list) and two Redis round trips (that MGET
-and the RPUSH of the served-list row), plus a GET of the visitor's entry when this process has not
-seen them in the last minutes.
+The cached answer's budget: no database query and one Redis round trip. A visitor this process
+remembers is confirmed by the change stamp read in the same MGET as their precomputed list; one it
+does not is read from the visitor cache together with their list and stamp (one script call); the
+served-list row is appended to the process's buffer, which a pusher thread sends to Redis in bulk.
 """
 
 from recommenders.serving import receivers  # noqa: F401 - cached visitors go stale when their profile changes
 from recommenders.serving.feedback import ConsentRequired, UnknownItem, feedback_record
 from recommenders.serving.lists import ServedItem, ServedList
-from recommenders.serving.recommend import recommendations_serve
+from recommenders.serving.recommend import recommendations_serve, toplist_prefix_for
 from recommenders.serving.similar import ItemNotFound, items_similar, trending_serve
 from recommenders.serving.trending import Slice
 from recommenders.serving.visitors import profile_by_anonymous_id, profile_by_user_id
@@ -35,5 +35,6 @@ __all__ = [
     "profile_by_anonymous_id",
     "profile_by_user_id",
     "recommendations_serve",
+    "toplist_prefix_for",
     "trending_serve",
 ]

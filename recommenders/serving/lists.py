@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from django.utils import timezone
 
-from recommenders.models import CollectionItem, Item, RecommendationServed
+from recommenders.models import CollectionItem, Item
 from recommenders.registry import LoadedModel, live_model
 from recommenders.serving import personal
 from recommenders.serving.personal import Candidate
 from recommenders.serving.placements import PlacementView
 from recommenders.serving.rules import Rules, eligible, items_fetch
+from recommenders.serving.served import ServedRow
 from recommenders.serving.trending import Slice, trending_items
 from tracking.models import Profile
 
@@ -97,6 +98,32 @@ class ListBuilder:
         need = [i for i in dict.fromkeys(external_ids) if i and i not in self.items]
         if need:
             self.items.update(items_fetch(need))
+
+    def add_ranked(self, item_ids: Sequence[str], scores: Sequence[float], algorithm: str) -> int:
+        """`add` for one source's ranked list (a precomputed top-N): a candidate is built only for
+        an item kept, and catalogue rows are read a few more than still wanted at a time."""
+        kept, ids, blocked, items = self.kept, self._ids, self.blocked, self.items
+        rules, category, now, target = self.rules, self.category, self.now, self.target
+        added = start = 0
+        total = len(item_ids)
+        while start < total and len(kept) < target:
+            end = min(total, start + target - len(kept) + 5)
+            need = [i for i in item_ids[start:end] if i not in items]
+            if need:
+                items.update(items_fetch(need))
+            for pos in range(start, end):
+                item_id = item_ids[pos]
+                if item_id in ids or not eligible(
+                    items.get(item_id), rules=rules, blocked=blocked, category=category, now=now
+                ):
+                    continue
+                ids.add(item_id)
+                kept.append(Candidate(item_id, scores[pos], algorithm))
+                added += 1
+                if len(kept) >= target:
+                    break
+            start = end
+        return added
 
     def add(self, candidates: Iterable[Candidate], extra_ids: Iterable[str] = (), *, beyond: bool = False) -> int:
         """Keep the candidates the rules allow, best first, until the list is full; catalogue rows
@@ -241,8 +268,8 @@ def list_finish(
     ]
     model_family = {"collection", "trending", "popularity", "content", "pinned"}
     from_model = loaded is not None and any(s.algorithm not in model_family for s in served)
-    row = RecommendationServed(
-        profile=profile if personalized else None,
+    row = ServedRow(
+        profile_id=profile.pk if personalized and profile is not None else None,
         placement=placement[:64],
         model_version_id=loaded.model_version_id if from_model else None,
         algorithm=(served[0].algorithm if served else "")[:64],
@@ -262,7 +289,7 @@ def list_finish(
     )
 
 
-def served_log(row: RecommendationServed) -> None:
+def served_log(row: ServedRow) -> None:
     """Log a served list: buffered in Redis and written in bulk (see `recommenders.serving.served`),
     or written now when Redis is not there."""
     from recommenders.serving.served import served_record

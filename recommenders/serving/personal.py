@@ -196,11 +196,16 @@ def explain(
             wanted[col].verb = anchors[a][1]
 
 
-def toplist_and_stamp(loaded: LoadedModel, profile_id: int) -> tuple[store.TopList | None, object]:
+def toplist_and_stamp(
+    loaded: LoadedModel, profile_id: int, prefetched: tuple | None = None
+) -> tuple[store.TopList | None, object]:
     """The visitor's precomputed list and their profile's change stamp (see
     `visitors.visitors_changed`) in one round trip: the hot path confirms a cached visitor with it."""
     from recommenders.serving.visitors import UNREADABLE, visitor_stamp_key
 
+    if prefetched is not None and prefetched[0] == cache_keys.toplist_prefix(loaded.config_key, loaded.version):
+        _, raw, stamp = prefetched  # read with the visitor, in the same round trip
+        return store._decode(cache.client.decode(raw) if raw is not None else None), stamp
     key, stamp_key = cache_keys.toplist(loaded.config_key, loaded.version, profile_id), visitor_stamp_key(profile_id)
     try:
         found = cache.get_many([key, stamp_key])

@@ -9,13 +9,16 @@ merge profiles stamp as well.
 
 from __future__ import annotations
 
+import contextlib
+
 from django.db import connection, transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from privacy import registry
 from privacy.models import ConsentState
-from recommenders.serving.visitors import visitors_changed
+from recommenders.serving.cache import CACHE_ERRORS
+from recommenders.serving.visitors import visitors_changed, visitors_forget_profile
 from tracking.models import Profile
 from tracking.services.identity import profile_merged
 from tracking.signals import StoredEvent, events_stored
@@ -49,8 +52,11 @@ def visitor_consent(sender, *, instance: ConsentState, **kwargs) -> None:
 
 
 def visitor_erased(profile) -> None:
-    """Erasure (a privacy cache cleaner): the erased profile's cached visitor entries go stale."""
+    """Erasure (a privacy cache cleaner): the erased profile's cached visitor entries are deleted
+    (and stamped stale, should one be written again by a request already under way)."""
     visitors_changed([profile.pk])
+    with contextlib.suppress(*CACHE_ERRORS):
+        visitors_forget_profile(profile.pk)
 
 
 registry.register_cache_cleaner(visitor_erased)

@@ -14,11 +14,11 @@ from collections.abc import Iterable
 import numpy as np
 from django.conf import settings
 
+from recommenders import cache_keys
 from recommenders.experiment_arms import recommender_arm
 from recommenders.registry import LoadedModel
 from recommenders.serving import personal
 from recommenders.serving.lists import ListBuilder, ServedList, fallback_stages, list_finish, live_or_none
-from recommenders.serving.personal import Candidate
 from recommenders.serving.placements import PlacementView, placement_view, placement_view_with_config
 from recommenders.serving.rules import Rules
 from recommenders.serving.trending import Slice
@@ -177,11 +177,14 @@ def recommendations_serve(
     if visitor is not None and visitor.read_at is not None:
         allowed = personalization_allowed(profile=visitor.profile, source=source, state=visitor.consent)
         if allowed and loaded is not None and not category:
-            toplist, stamp = personal.toplist_and_stamp(loaded, visitor.profile.pk)
+            toplist, stamp = personal.toplist_and_stamp(loaded, visitor.profile.pk, visitor.prefetched)
             if not visitor_is_current(visitor, stamp):
                 visitor, toplist = visitor_refresh(visitor), personal._UNREAD
         else:
             visitor = visitor_confirm(visitor)
+    elif visitor is not None and visitor.prefetched is not None and loaded is not None and not category:
+        # Read from the database just now: no stamp to check, and the list came with the look-up.
+        toplist, _ = personal.toplist_and_stamp(loaded, visitor.profile.pk, visitor.prefetched)
     if visitor is not None:
         profile, consent = visitor.profile, visitor.consent
     elif consent is UNKNOWN and profile is None:
@@ -243,6 +246,14 @@ def recommendations_serve(
     )
 
 
+def toplist_prefix_for(placement: str) -> str:
+    """Key prefix of the lists the placement's live model published ('' when it has none): the
+    API reads a visitor's list together with the visitor. A recommender experiment may serve the
+    visitor another configuration: its list is then read apart."""
+    loaded = live_or_none(placement_view(key=placement).config_key)
+    return cache_keys.toplist_prefix(loaded.config_key, loaded.version) if loaded is not None else ""
+
+
 _parsed: dict[int, tuple[PlacementView, Rules]] = {}
 
 
@@ -269,9 +280,7 @@ def _from_cache_only(
     if toplist is None:
         return None
     builder = ListBuilder(n=n, rules=rules, blocked=blocked, category="")
-    builder.add(
-        Candidate(item, score, loaded.algorithm) for item, score in zip(toplist.item_ids, toplist.scores, strict=True)
-    )
+    builder.add_ranked(toplist.item_ids, toplist.scores, loaded.algorithm)
     if not builder.full:  # the rules left too few: the full path pads it (session, trending ...)
         return None
     personal.explain(loaded, builder.kept, None, anchors=personal.training_anchors(loaded, profile.pk))

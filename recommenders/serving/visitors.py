@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
@@ -24,6 +25,8 @@ from recommenders.services.catalogue import item_ids_in_properties
 from recommenders.serving.cache import CACHE_ERRORS, LocalMemo, safe_get, safe_set
 from tracking.models import Event, Identity, Profile, Source
 from tracking.services.identity import identity_hash, old_identity_hash_keys
+
+logger = logging.getLogger(__name__)
 
 PURPOSE = "personalization"
 # A new session starts after this much inactivity (the same gap ingestion counts sessions with).
@@ -66,6 +69,9 @@ class Visitor:
     read_at: float | None = None
     kind: str = ""
     values: tuple[str, ...] = ()
+    # (toplist key prefix, the list's raw value, the raw change stamp) read in the same round trip
+    # as the visitor (see `visitor_cached`); never kept in the memo.
+    prefetched: tuple | None = field(default=None, compare=False, repr=False)
 
 
 def _lookup(kind: str, values: list[str]) -> Visitor | None:
@@ -102,20 +108,20 @@ def _lookup(kind: str, values: list[str]) -> Visitor | None:
     return Visitor(profile, None if granted is None else State(bool(granted), int(version)))
 
 
-def visitor_by_anonymous_id(anonymous_id: str, *, cached: bool = False) -> Visitor | None:
+def visitor_by_anonymous_id(anonymous_id: str, *, cached: bool = False, toplist_prefix: str = "") -> Visitor | None:
     """`cached`: through the visitor cache (the recommendations hot path, which confirms the entry
     with the same round trip that reads the visitor's list); else from the database."""
     if cached:
-        return visitor_cached(Identity.Kind.ANONYMOUS, [anonymous_id])
+        return visitor_cached(Identity.Kind.ANONYMOUS, [anonymous_id], toplist_prefix=toplist_prefix)
     return _lookup(Identity.Kind.ANONYMOUS, [anonymous_id])
 
 
-def visitor_by_user_id(user_id: str, *, cached: bool = False) -> Visitor | None:
+def visitor_by_user_id(user_id: str, *, cached: bool = False, toplist_prefix: str = "") -> Visitor | None:
     """By the clear user id: its keyed hash under the current key, then the keys being rotated out
     (an identity is re-hashed only when the user next sends an event)."""
     values = [identity_hash(user_id)] + [identity_hash(user_id, key=key) for key in old_identity_hash_keys()]
     if cached:
-        return visitor_cached(Identity.Kind.USER, values)
+        return visitor_cached(Identity.Kind.USER, values, toplist_prefix=toplist_prefix)
     return _lookup(Identity.Kind.USER, values)
 
 
@@ -131,7 +137,10 @@ def visitor_by_user_id(user_id: str, *, cached: bool = False) -> Visitor | None:
 # not trusted either. Stamps outlive entries, so no entry outlives the stamp that condemns it.
 # VISITOR_SKEW covers clocks of different web hosts being slightly apart: a change stamped up to
 # that long before an entry was read also condemns it (it costs one query more).
-VISITOR_TTL = 300
+# Entries live a day (the stamps a minute longer): the stamp, not the age, says when one is stale,
+# and `visitors_warm` writes the entries of the visitors whose lists a new version published, so the
+# first cached answer after a publish needs no database read either.
+VISITOR_TTL = 24 * 3600
 VISITOR_LOCAL_TTL = 120.0
 VISITOR_SKEW = 0.5
 UNREADABLE = object()  # a change stamp that could not be read: trust nothing cached
@@ -142,8 +151,12 @@ def visitor_key(kind: str, value: str) -> str:
     return f"rec:v{cache_keys.VERSION}:visitor:{kind}:{value}"
 
 
+def visitor_stamp_key_prefix() -> str:
+    return f"rec:v{cache_keys.VERSION}:visitor-stamp:"
+
+
 def visitor_stamp_key(profile_id: int) -> str:
-    return f"rec:v{cache_keys.VERSION}:visitor-stamp:{profile_id}"
+    return f"{visitor_stamp_key_prefix()}{profile_id}"
 
 
 def visitors_changed(profile_ids) -> None:
@@ -194,32 +207,188 @@ def _from_entry(entry, kind: str, values: tuple[str, ...]) -> Visitor | None:
     return Visitor(profile, consent, read_at=float(read_at), kind=kind, values=values)
 
 
-def _remember(kind: str, values: tuple[str, ...], visitor: Visitor, read_at: float) -> None:
-    entry = _entry(visitor, read_at)
-    _local.set((kind, values[0]), entry)
-    safe_set(visitor_key(kind, values[0]), entry, VISITOR_TTL)
+def visitors_warm(*, active_days: int, limit: int | None = None) -> int:
+    """Write the cache entries of the visitors seen in the last `active_days` (the ones a publish
+    precomputes lists for), newest first, at most `limit` (RECOMMENDERS_VISITOR_WARM_MAX) profiles:
+    one query, and the entries sent in pipelined batches. Returns how many identities were written.
+    Only with Redis on Postgres (the embedded mode has no shared cache to warm)."""
+    from privacy.models import ConsentState
+
+    client = getattr(cache, "client", None)
+    if connection.vendor != "postgresql" or client is None or not hasattr(client, "get_client"):
+        return 0
+    limit = settings.RECOMMENDERS_VISITOR_WARM_MAX if limit is None else limit
+    purpose = purposes().get(PURPOSE)
+    columns = ", ".join(f"p.{connection.ops.quote_name(f)}" for f in PROFILE_FIELDS)
+    sql = (
+        f"SELECT i.kind, i.value, {columns}, cs.granted, cs.policy_version "
+        f"FROM (SELECT * FROM {Profile._meta.db_table} WHERE last_seen_at >= %s "
+        "ORDER BY last_seen_at DESC LIMIT %s) p "
+        f"JOIN {Identity._meta.db_table} i ON i.profile_id = p.id "
+        f"LEFT JOIN {ConsentState._meta.db_table} cs ON cs.profile_id = p.id AND cs.purpose_id = %s"
+    )
+    # Read before the query: a change committed meanwhile is stamped after this, so it condemns.
+    read_at = time.time()
+    traits_at, id_at = PROFILE_FIELDS.index("traits"), PROFILE_FIELDS.index("id")
+    traits_field = Profile._meta.get_field("traits")
+    redis = client.get_client(write=True)
+    written = 0
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [timezone.now() - timedelta(days=active_days), limit, purpose.id if purpose else -1])
+        while rows := cursor.fetchmany(2000):
+            entries = []
+            for row in rows:
+                fields = list(row[2 : 2 + len(PROFILE_FIELDS)])
+                fields[traits_at] = traits_field.from_db_value(fields[traits_at], None, connection)
+                granted, version = row[2 + len(PROFILE_FIELDS) :]
+                entry = (read_at, tuple(fields), None if granted is None else (bool(granted), int(version)))
+                entries.append((row[0], row[1], fields[id_at], entry))
+            pipe = redis.pipeline(transaction=False)
+            _entries_write(pipe, client, entries)
+            pipe.execute()
+            written += len(rows)
+    return written
 
 
-def visitor_cached(kind: str, values: list[str]) -> Visitor | None:
+def visitor_index_key(profile_id: int) -> str:
+    """The keys of a profile's visitor entries (a set), so erasure can delete them at once."""
+    return f"rec:v{cache_keys.VERSION}:visitor-keys:{profile_id}"
+
+
+def _entry_encode(client, profile_id: int, entry: tuple) -> bytes:
+    """An entry as stored: its profile id first (so a script can find the profile's keys), then the
+    entry as the cache encodes values."""
+    return b"%d|" % int(profile_id) + client.encode(entry)
+
+
+def _entry_decode(client, raw) -> tuple | None:
+    if not isinstance(raw, bytes) or b"|" not in raw:
+        return None
+    try:
+        return client.decode(raw.split(b"|", 1)[1])
+    except Exception:  # an entry of another layout: read the database
+        return None
+
+
+def _entries_write(pipe, client, entries: list[tuple[str, str, int, tuple]]) -> None:
+    """Queue (kind, value, profile id, entry) writes: each entry and its place in its profile's index."""
+    for kind, value, profile_id, entry in entries:
+        key = cache.make_key(visitor_key(kind, value))
+        index = cache.make_key(visitor_index_key(profile_id))
+        pipe.set(key, _entry_encode(client, profile_id, entry), ex=VISITOR_TTL)
+        pipe.sadd(index, key)
+        pipe.expire(index, VISITOR_TTL + 60)
+
+
+# A visitor the process does not remember, with what the hot path reads next, in one round trip:
+# their entry, and through the profile id it starts with, their precomputed list (ARGV[1]: the key
+# prefix of the live version's lists, '' for none) and their change stamp (ARGV[2]: its prefix).
+# The keys it reads are built in the script, so it needs a single Redis (not a cluster).
+_RESOLVE = """
+local entry = redis.call('GET', KEYS[1])
+if not entry then return {false, false, false} end
+local pid = string.match(entry, '^(%d+)|')
+if not pid then return {entry, false, false} end
+local toplist = false
+if ARGV[1] ~= '' then toplist = redis.call('GET', ARGV[1] .. pid) end
+return {entry, toplist, redis.call('GET', ARGV[2] .. pid)}
+"""
+_scripts: dict[int, object] = {}
+
+
+def _resolve_script(redis):
+    script = _scripts.get(id(redis))
+    if script is None:
+        script = _scripts[id(redis)] = redis.register_script(_RESOLVE)
+    return script
+
+
+def _remember(
+    kind: str, values: tuple[str, ...], visitor: Visitor, read_at: float, *, toplist_prefix: str = ""
+) -> object:
+    """Keep the visitor in the process and the cache. With `toplist_prefix`, the same round trip
+    reads their precomputed list: its raw value is returned (None: none; UNREADABLE: not asked)."""
+    _local.set((kind, values[0]), Visitor(visitor.profile, visitor.consent, read_at=read_at, kind=kind, values=values))
+    client = _redis_client()
+    if client is None:  # not Redis (the embedded mode)
+        safe_set(visitor_key(kind, values[0]), _entry(visitor, read_at), VISITOR_TTL)
+        return UNREADABLE
+    try:
+        pipe = client.get_client(write=True).pipeline(transaction=False)
+        _entries_write(pipe, client, [(kind, values[0], visitor.profile.pk, _entry(visitor, read_at))])
+        if toplist_prefix:
+            pipe.get(cache.make_key(f"{toplist_prefix}{visitor.profile.pk}"))
+        answers = pipe.execute()
+    except CACHE_ERRORS:
+        logger.warning("cache unreachable: visitor of profile %s not cached", visitor.profile.pk)
+        return UNREADABLE
+    return answers[-1] if toplist_prefix else UNREADABLE
+
+
+def _redis_client():
+    """The django-redis client behind the cache, or None when the cache is not Redis."""
+    client = getattr(cache, "client", None)
+    return client if client is not None and hasattr(client, "get_client") else None
+
+
+def visitors_forget_profile(profile_id: int) -> None:
+    """Erasure: delete the profile's visitor entries (their identities are gone from the database by
+    then; the index names the entries)."""
+    client = getattr(cache, "client", None)
+    if client is None or not hasattr(client, "get_client"):
+        return
+    redis = client.get_client(write=True)
+    index = cache.make_key(visitor_index_key(profile_id))
+    keys = list(redis.smembers(index))
+    redis.delete(*keys, index)
+
+
+def visitor_cached(kind: str, values: list[str], *, toplist_prefix: str = "") -> Visitor | None:
     """The visitor from this process's memo or the cache when there, else from the database (and
     remembered). A visitor from a cache carries `read_at`: confirm it with `visitor_confirm` (or
-    `visitor_is_current` with the stamp read alongside something else) before trusting it."""
+    `visitor_is_current` with the stamp read alongside something else) before trusting it.
+    `toplist_prefix`: the key prefix of the lists the caller will read (`cache_keys.toplist_prefix`):
+    a visitor not in the process's memo comes with their list (and stamp) in `prefetched`, read in
+    the round trip that found them."""
     ids = tuple(values)
-    entry = _local.get((kind, ids[0]))
-    if entry is None:
+    # The process keeps the visitor itself (a profile instance per page view costs more than the
+    # rest of the look-up); serving only reads it.
+    remembered = _local.get((kind, ids[0]))
+    if remembered is not None and remembered.values == ids:
+        return remembered
+    client = _redis_client()
+    if client is None:
         entry = safe_get(visitor_key(kind, ids[0]))
-        if entry is not None:
-            _local.set((kind, ids[0]), entry)
+        found = (entry, UNREADABLE, UNREADABLE)
+    else:
+        try:
+            raw, toplist, stamp = _resolve_script(client.get_client(write=False))(
+                keys=[cache.make_key(visitor_key(kind, ids[0]))],
+                args=[
+                    cache.make_key(toplist_prefix) if toplist_prefix else "",
+                    cache.make_key(visitor_stamp_key_prefix()),
+                ],
+            )
+            found = (_entry_decode(client, raw), toplist, stamp)
+        except CACHE_ERRORS:
+            logger.warning("cache unreachable reading the visitor cache; reading the database")
+            found = (None, UNREADABLE, UNREADABLE)
+    entry, toplist, stamp = found
     if entry is not None:
         visitor = _from_entry(entry, kind, ids)
         if visitor is not None:
+            _local.set((kind, ids[0]), visitor)
+            if toplist_prefix and toplist is not UNREADABLE:
+                stamp = UNREADABLE if stamp is UNREADABLE else (None if stamp is None else client.decode(stamp))
+                return replace(visitor, prefetched=(toplist_prefix, toplist, stamp))
             return visitor
     read_at = time.time()
     visitor = _lookup(kind, values)
     if visitor is None:
         return None
-    _remember(kind, ids, visitor, read_at)
-    return Visitor(visitor.profile, visitor.consent, kind=kind, values=ids)
+    toplist = _remember(kind, ids, visitor, read_at, toplist_prefix=toplist_prefix)
+    prefetched = (toplist_prefix, toplist, None) if toplist_prefix and toplist is not UNREADABLE else None
+    return Visitor(visitor.profile, visitor.consent, kind=kind, values=ids, prefetched=prefetched)
 
 
 def visitor_refresh(visitor: Visitor) -> Visitor | None:

@@ -392,10 +392,13 @@ def wrk_phase(
     events_per_request: int = 1,
     verbose: bool = False,
     fresh: bool = False,
+    rate: float = 0.0,
 ) -> PhaseResult:
     """Run one wrk phase to its budget or soft deadline; SIGINT wrk once every thread is done.
 
-    One connection per wrk thread, so that each thread pairs its answers with its requests."""
+    One connection per wrk thread, so that each thread pairs its answers with its requests.
+    `rate`: requests per second over all connections, on a schedule (0: each connection sends
+    again as soon as it is answered)."""
     threads = connections
     per_thread = max(1, -(-budget.requests // threads))
     hard = int(budget.seconds + 15)
@@ -427,6 +430,7 @@ def wrk_phase(
         f"pool={VISITOR_POOL}",
         f"batch={BATCH_SIZE}",
         f"fresh={int(fresh)}",
+        f"rate={rate / threads:.6f}",
     ]
     out_path = workdir / f"{prefix}.wrk.txt"
     with out_path.open("w") as out:
@@ -744,9 +748,11 @@ class Run:
         events_per_request=1,
         connections=0,
         fresh=False,
+        rate=0.0,
     ):
         result = wrk_phase(
             fresh=fresh,
+            rate=rate,
             server=server,
             script=script,
             name=name,

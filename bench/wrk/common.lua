@@ -7,7 +7,13 @@
 --
 -- Arguments after `--`, as key=value: budget (requests per thread), soft (seconds), prefix
 -- (message-id prefix), marker (path prefix: "<marker><thread id>" is written once the thread is
--- done), pool (anonymous ids), batch (events per request).
+-- done), pool (anonymous ids), batch (events per request), rate (requests per second per thread:
+-- a paced load; 0, the default, sends the next request as soon as the answer is in).
+--
+-- Paced (rate > 0), each thread sends on a fixed schedule (its first send at a random point of
+-- its first interval, so threads do not send in step), and a request's latency is counted from
+-- when the schedule said to send it: an answer late enough to delay the next send makes that
+-- next one late too (no coordinated omission).
 --
 -- A thread sends real requests until it has sent its budget or passed the soft deadline. Its last
 -- real request is then answered (one in flight at most), so it writes its marker and switches to
@@ -58,6 +64,8 @@ local draining = false
 local armed = false -- set by delay(), which wrk calls before each request of a running thread
 local outstanding = nil -- "real", "filler" or nil
 local sent_at = 0
+local rate = 0       -- requests per second of this thread; 0: closed loop
+local next_at = 0    -- when the schedule says to send the next real request
 pz_prefix, pz_pool, pz_batch, pz_events_per_request = "x", 5000, 100, 1
 pz_fresh = false  -- fresh=1: every event from a visitor never seen before
 
@@ -71,6 +79,7 @@ function init(args)
     elseif key == "pool" then pz_pool = tonumber(value)
     elseif key == "batch" then pz_batch = tonumber(value)
     elseif key == "fresh" then pz_fresh = (value == "1")
+    elseif key == "rate" then rate = tonumber(value)
     end
   end
   math.randomseed(pz_tid * 7919 + os.time())
@@ -96,6 +105,12 @@ end
 function delay()
   armed = true
   if draining then return 5 end
+  if rate > 0 then
+    local now = pz_monotonic()
+    if next_at == 0 then next_at = now + math.random() / rate end
+    local wait = (next_at - now) * 1000
+    if wait > 0 then return wait end
+  end
   return 0
 end
 
@@ -115,6 +130,10 @@ function request()
   local req = pz_request(pz_sent)
   outstanding = "real"
   sent_at = pz_monotonic()
+  if rate > 0 and next_at > 0 then
+    sent_at = math.min(sent_at, next_at) -- late by the schedule: the wait counts as latency
+    next_at = next_at + 1 / rate
+  end
   if pz_t0 == 0 then pz_t0 = sent_at end
   return req
 end

@@ -127,6 +127,20 @@ def recommend(client, **params):
     return response.json()
 
 
+def personalization_withdraw(anonymous_id: str) -> None:
+    """The visitor refuses personalization in the consent banner."""
+    from privacy.services.consent import consent_record
+
+    profile = profile_by_anonymous_id(anonymous_id)
+    consent_record(
+        profile_id=profile.pk,
+        decisions={"personalization": False},
+        origin="banner",
+        source=profile.last_source,
+        policy_version=1,
+    )
+
+
 def ids(body: dict) -> list[str]:
     return [item["id"] for item in body["items"]]
 
@@ -200,16 +214,7 @@ def test_feedback_with_the_write_key_is_for_the_visitors_own_id_and_a_known_item
 
 @pytest.mark.django_db
 def test_withdrawn_personalization_consent_gives_the_non_personalized_trending_list(client_public, shop):
-    from privacy.services.consent import consent_record
-
-    profile = profile_by_anonymous_id("v0")
-    consent_record(
-        profile_id=profile.pk,
-        decisions={"personalization": False},
-        origin="banner",
-        source=profile.last_source,
-        policy_version=1,
-    )
+    personalization_withdraw("v0")
     body = recommend(client_public, anonymous_id="v0", n=5)
     assert body["personalized"] is False and body["model_version"] is None
     assert {item["algorithm"] for item in body["items"]} == {"trending"}

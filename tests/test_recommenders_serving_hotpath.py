@@ -10,7 +10,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recommenders.serving.visitors import VISITOR_SKEW, visitor_by_anonymous_id
-from tests.test_recommenders_serving import _fresh, catalogue, event, group_of, ids, journeys, recommend, send, train  # noqa: F401
+from tests.test_recommenders_serving import (  # noqa: F401
+    _fresh,
+    catalogue,
+    event,
+    group_of,
+    ids,
+    journeys,
+    personalization_withdraw,
+    recommend,
+    send,
+    train,
+)
 from tracking.selectors import profile_by_anonymous_id
 
 
@@ -55,18 +66,9 @@ def test_a_cached_list_by_user_id_costs_no_database_query_either(
 
 @pytest.mark.django_db
 def test_withdrawing_consent_takes_effect_on_the_next_list_despite_the_visitor_cache(client_public, shop):
-    from privacy.services.consent import consent_record
-
     assert recommend(client_public, anonymous_id="v0", n=3)["personalized"] is True
     assert visitor_by_anonymous_id("v0", cached=True).read_at is not None  # cached now
-    profile = profile_by_anonymous_id("v0")
-    consent_record(
-        profile_id=profile.pk,
-        decisions={"personalization": False},
-        origin="banner",
-        source=profile.last_source,
-        policy_version=1,
-    )
+    personalization_withdraw("v0")
     body = recommend(client_public, anonymous_id="v0", n=3)
     assert body["personalized"] is False and {item["algorithm"] for item in body["items"]} == {"trending"}
 
@@ -167,7 +169,6 @@ def test_with_redis_down_a_visitor_remembered_by_the_process_is_read_again_from_
     down, a consent withdrawn meanwhile (its stamp could not even be written) still applies."""
     from django.test import override_settings
 
-    from privacy.services.consent import consent_record
     from recommenders.registry import registry_forget
     from tracking import selectors
 
@@ -182,14 +183,7 @@ def test_with_redis_down_a_visitor_remembered_by_the_process_is_read_again_from_
     registry_forget()
     with override_settings(CACHES=down):
         selectors._local_sources.clear()
-        profile = profile_by_anonymous_id("v0")
-        consent_record(
-            profile_id=profile.pk,
-            decisions={"personalization": False},
-            origin="banner",
-            source=profile.last_source,
-            policy_version=1,
-        )
+        personalization_withdraw("v0")
         body = recommend(client_public, anonymous_id="v0", n=3)
     assert body["personalized"] is False
 
@@ -212,20 +206,12 @@ def test_after_warming_a_visitor_new_to_the_process_costs_no_database_query(
 
 @pytest.mark.django_db
 def test_a_warmed_entry_is_condemned_by_a_later_change(client_public, shop):
-    from privacy.services.consent import consent_record
     from recommenders.serving.visitors import visitors_forget, visitors_warm
 
     _warm(client_public)
     time.sleep(VISITOR_SKEW)
     visitors_warm(active_days=30)
-    profile = profile_by_anonymous_id("v6")
-    consent_record(
-        profile_id=profile.pk,
-        decisions={"personalization": False},
-        origin="banner",
-        source=profile.last_source,
-        policy_version=1,
-    )
+    personalization_withdraw("v6")
     visitors_forget()
     assert recommend(client_public, anonymous_id="v6", n=3)["personalized"] is False
 

@@ -128,6 +128,24 @@ def test_events_naming_unknown_items_create_stubs_that_an_upsert_completes(clien
     assert Item.objects.get(external_id="new-1").is_stub is False
 
 
+@pytest.mark.django_db
+def test_events_naming_items_the_process_knows_exist_cost_no_catalogue_statement(client_public, client_secret):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from recommenders.models import Item as ItemModel
+
+    table = ItemModel._meta.db_table
+    send(client_public, view("v1", "shoe-9", n=1))  # a stub, and the process now knows the id
+    with CaptureQueriesContext(connection) as queries:
+        send(client_public, view("v2", "shoe-9", n=2))
+    assert not [q for q in queries.captured_queries if table in q["sql"]]
+    # Deleted through the API: the next event naming it brings its stub back.
+    assert client_secret.delete("/api/v1/items/shoe-9").status_code == 204
+    send(client_public, view("v3", "shoe-9", n=3))
+    assert Item.objects.get(external_id="shoe-9").is_stub is True
+
+
 @given(
     properties=st.dictionaries(
         st.sampled_from(["item_id", "product_id", "products", "items", "other"]),

@@ -50,6 +50,13 @@ def trending(slice_key: str) -> str:
     return f"rec:v{cache_keys.VERSION}:trending:{slice_key}"
 
 
+def redis_client():
+    """The django-redis client behind the default cache (its `get_client`, `encode`, `decode`), or
+    None when the cache is not Redis (the embedded mode's local memory)."""
+    client = getattr(cache, "client", None)
+    return client if client is not None and hasattr(client, "get_client") else None
+
+
 def safe_get(key: str) -> Any:
     """`cache.get`, or None when the cache cannot be reached."""
     try:

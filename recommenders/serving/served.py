@@ -58,7 +58,7 @@ from django.db import OperationalError, connection, transaction
 
 from recommenders import cache_keys
 from recommenders.models import ModelVersion, RecommendationServed
-from recommenders.serving.cache import CACHE_ERRORS
+from recommenders.serving.cache import CACHE_ERRORS, redis_client
 from tracking.models import Profile
 
 logger = logging.getLogger(__name__)
@@ -121,10 +121,8 @@ def _keys() -> tuple[str, str]:
 
 def _client():
     """The raw Redis client behind the default cache, or None when the cache is not Redis."""
-    inner = getattr(cache, "client", None)
-    if inner is None or not hasattr(inner, "get_client"):
-        return None
-    return inner.get_client(write=True)
+    inner = redis_client()
+    return inner.get_client(write=True) if inner is not None else None
 
 
 def _encode(row: ServedRow | RecommendationServed) -> str:
@@ -178,13 +176,13 @@ class _LocalBuffer:
     The thread starts with the first row of a process (so a forked worker starts its own)."""
 
     def __init__(self) -> None:
-        self._rows: list[RecommendationServed] = []
+        self._rows: list[ServedRow | RecommendationServed] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pid = 0
         self._thread: threading.Thread | None = None
 
-    def append(self, row: RecommendationServed, *, start: bool = True) -> None:
+    def append(self, row: ServedRow | RecommendationServed, *, start: bool = True) -> None:
         with self._lock:
             self._rows.append(row)
             started = self._pid == os.getpid() and self._thread is not None
@@ -241,7 +239,7 @@ class _LocalBuffer:
         _flush_when_due(length)
         return len(rows)
 
-    def _store_or_keep(self, rows: list[RecommendationServed], encoded: list[str]) -> None:
+    def _store_or_keep(self, rows: list[ServedRow | RecommendationServed], encoded: list[str]) -> None:
         """Neither Redis nor (maybe) the database: the rows wait for the next round, in front."""
         try:
             _store(encoded)

@@ -22,7 +22,7 @@ from privacy.services.consent import consent_states, purposes
 from recommenders import cache_keys
 from recommenders.models import Feedback
 from recommenders.services.catalogue import item_ids_in_properties
-from recommenders.serving.cache import CACHE_ERRORS, LocalMemo, safe_get, safe_set
+from recommenders.serving.cache import CACHE_ERRORS, LocalMemo, redis_client, safe_get, safe_set
 from tracking.models import Event, Identity, Profile, Source
 from tracking.services.identity import identity_hash, old_identity_hash_keys
 
@@ -214,8 +214,8 @@ def visitors_warm(*, active_days: int, limit: int | None = None) -> int:
     Only with Redis on Postgres (the embedded mode has no shared cache to warm)."""
     from privacy.models import ConsentState
 
-    client = getattr(cache, "client", None)
-    if connection.vendor != "postgresql" or client is None or not hasattr(client, "get_client"):
+    client = redis_client()
+    if connection.vendor != "postgresql" or client is None:
         return 0
     limit = settings.RECOMMENDERS_VISITOR_WARM_MAX if limit is None else limit
     purpose = purposes().get(PURPOSE)
@@ -309,7 +309,7 @@ def _remember(
     """Keep the visitor in the process and the cache. With `toplist_prefix`, the same round trip
     reads their precomputed list: its raw value is returned (None: none; UNREADABLE: not asked)."""
     _local.set((kind, values[0]), Visitor(visitor.profile, visitor.consent, read_at=read_at, kind=kind, values=values))
-    client = _redis_client()
+    client = redis_client()
     if client is None:  # not Redis (the embedded mode)
         safe_set(visitor_key(kind, values[0]), _entry(visitor, read_at), VISITOR_TTL)
         return UNREADABLE
@@ -325,17 +325,11 @@ def _remember(
     return answers[-1] if toplist_prefix else UNREADABLE
 
 
-def _redis_client():
-    """The django-redis client behind the cache, or None when the cache is not Redis."""
-    client = getattr(cache, "client", None)
-    return client if client is not None and hasattr(client, "get_client") else None
-
-
 def visitors_forget_profile(profile_id: int) -> None:
     """Erasure: delete the profile's visitor entries (their identities are gone from the database by
     then; the index names the entries)."""
-    client = getattr(cache, "client", None)
-    if client is None or not hasattr(client, "get_client"):
+    client = redis_client()
+    if client is None:
         return
     redis = client.get_client(write=True)
     index = cache.make_key(visitor_index_key(profile_id))
@@ -356,7 +350,7 @@ def visitor_cached(kind: str, values: list[str], *, toplist_prefix: str = "") ->
     remembered = _local.get((kind, ids[0]))
     if remembered is not None and remembered.values == ids:
         return remembered
-    client = _redis_client()
+    client = redis_client()
     if client is None:
         entry = safe_get(visitor_key(kind, ids[0]))
         found = (entry, UNREADABLE, UNREADABLE)
@@ -378,8 +372,8 @@ def visitor_cached(kind: str, values: list[str], *, toplist_prefix: str = "") ->
         visitor = _from_entry(entry, kind, ids)
         if visitor is not None:
             _local.set((kind, ids[0]), visitor)
-            if toplist_prefix and toplist is not UNREADABLE:
-                stamp = UNREADABLE if stamp is UNREADABLE else (None if stamp is None else client.decode(stamp))
+            if toplist_prefix and toplist is not UNREADABLE:  # read by the script, stamp included
+                stamp = None if stamp is None else client.decode(stamp)
                 return replace(visitor, prefetched=(toplist_prefix, toplist, stamp))
             return visitor
     read_at = time.time()

@@ -43,9 +43,11 @@ _EMAIL_RE = re.compile(
     r"(?:[^\W_](?:[\w-]*[^\W_])?\.)+[^\W\d_]{2,}(?![\w-])"
 )
 
-# Digit groups separated by single spaces or dashes, at least 13 digits, not glued to a word, a sign, a decimal part
-# or an identifier prefix (`sku-...`).
-_CARD_RE = re.compile(r"(?<![\w+.,-])(?=(?:\d[ -]?){12}\d)\d+(?:[ -]\d+)*(?!\w|[.,]\d)")
+# Digit groups separated by single spaces or dashes, at least 13 digits, not glued to a word, a sign, a decimal part,
+# an identifier prefix (`sku-...`) or suffix (`...-8cff`: a UUID whose first three groups are all digits).
+_CARD_RE = re.compile(r"(?<![\w+.,-])(?=(?:\d[ -]?){12}\d)\d+(?:[ -]\d+)*(?!\w|[.,]\d|-[^\W_])")
+# ... and one whose groups are all digits, written in the UUID layout.
+_UUID_DIGITS = re.compile(r"\d{8}-\d{4}-\d{4}-\d{4}-\d{12}").fullmatch
 _DIGIT_GROUP_RE = re.compile(r"\d+")
 _NON_DIGITS_RE = re.compile(r"\D+")
 
@@ -230,6 +232,8 @@ def _replace(pattern: re.Pattern[str], text: str, masked) -> tuple[str, int]:
 
 def _card_in(text: str, match: re.Match[str]) -> tuple[str, int] | None:
     run = match.group()
+    if _UUID_DIGITS(run):
+        return None
     groups = _DIGIT_GROUP_RE.findall(run)
     if 13 <= sum(map(len, groups)) <= 19 and _is_card("".join(groups)):
         return CARD, 1

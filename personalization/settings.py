@@ -168,8 +168,9 @@ RECOMMENDERS_SERVE_HISTORY_EVENTS = env.int("RECOMMENDERS_SERVE_HISTORY_EVENTS",
 RECOMMENDERS_SERVE_RECOMPUTE_N = env.int("RECOMMENDERS_SERVE_RECOMPUTE_N", default=50)
 RECOMMENDERS_COLD_START_ITEMS = env.int("RECOMMENDERS_COLD_START_ITEMS", default=3)
 RECOMMENDERS_SERVE_CONTENT_SCAN = env.int("RECOMMENDERS_SERVE_CONTENT_SCAN", default=5000)
-# Catalogue rows (stock, price) are kept this many seconds in each web process (0: read every time).
-RECOMMENDERS_SERVE_ITEM_CACHE_SECONDS = env.float("RECOMMENDERS_SERVE_ITEM_CACHE_SECONDS", default=10.0)
+# A catalogue change (stock, price) shows in every web process within this many seconds: each reads the
+# catalogue change log this often and drops the rows it names (recommenders/serving/items.py; 0: no memo).
+RECOMMENDERS_SERVE_ITEM_CACHE_SECONDS = env.float("RECOMMENDERS_SERVE_ITEM_CACHE_SECONDS", default=1.0)
 # Trending: window and half-life of recent events, visitors an item needs to trend in a slice,
 # members a segment needs to have its own list, and the list length kept per slice.
 RECOMMENDERS_TRENDING_DAYS = env.int("RECOMMENDERS_TRENDING_DAYS", default=7)

@@ -39,3 +39,18 @@ def live_pointer(config_key: str) -> str:
 
 def train_lock(config_key: str) -> str:
     return f"rec:v{VERSION}:lock:train:{config_key}"
+
+
+def catalogue_counter() -> str:
+    """Catalogue change log (see `serving/items.py`): goes up by one with each announced write."""
+    return f"rec:v{VERSION}:catalogue:seq"
+
+
+def catalogue_changes() -> str:
+    """... the ids changed, each scored by the counter of its latest change (a sorted set)."""
+    return f"rec:v{VERSION}:catalogue:changes"
+
+
+def catalogue_trimmed() -> str:
+    """... and the highest counter the sorted set no longer fully holds."""
+    return f"rec:v{VERSION}:catalogue:trimmed"

@@ -16,8 +16,8 @@ from recommenders.models import Collection, CollectionItem, Feedback, Placement,
 from recommenders.registry import registry_forget
 from recommenders.services.catalogue import items_upsert
 from recommenders.services.training import model_train
+from recommenders.serving.items import items_forget
 from recommenders.serving.placements import placements_forget
-from recommenders.serving.rules import items_forget
 from recommenders.serving.served import served_flush
 from recommenders.serving.trending import trending_forget
 from recommenders.serving.visitors import visitors_forget
@@ -462,15 +462,17 @@ def test_page_views_since_the_publish_keep_the_cached_list_and_it_is_confirmed_f
 
 
 @pytest.mark.django_db
-def test_placement_rules_pin_bury_and_stock_apply_to_the_models_list(client_public, shop):
+def test_placement_rules_pin_bury_and_stock_apply_to_the_models_list(
+    client_public, shop, django_capture_on_commit_callbacks
+):
     before = recommend(client_public, anonymous_id="v0", n=3)
     top, second, third = ids(before)
     Placement.objects.create(key="pdp", n=3, rules={"pins": {"home-5": 0}, "buries": [top]})
     after = recommend(client_public, anonymous_id="v0", placement="pdp")
     assert ids(after) == ["home-5", second, third]
     assert (after["items"][0]["algorithm"], after["items"][0]["reason"]) == ("pinned", "featured")
-    items_upsert(items=[{"external_id": second, "in_stock": False}])
-    items_forget()  # a web process sees stock changes within RECOMMENDERS_SERVE_ITEM_CACHE_SECONDS
+    with django_capture_on_commit_callbacks(execute=True):  # announced once committed (see test_..._catalogue_memo)
+        items_upsert(items=[{"external_id": second, "in_stock": False}])
     placements_forget()
     sold_out = recommend(client_public, anonymous_id="v0", placement="pdp")
     assert second not in ids(sold_out) and ids(sold_out)[:2] == ["home-5", third]

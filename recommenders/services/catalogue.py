@@ -45,6 +45,8 @@ def items_upsert(*, items: Iterable[dict]) -> UpsertResult:
     merged: dict[str, dict] = {}
     for item in items:
         merged.setdefault(item["external_id"], {}).update(item)
+    from recommenders.serving.items import items_changed_on_commit  # serving imports this module
+
     if not merged:
         return UpsertResult(0, 0)
     with transaction.atomic():
@@ -66,6 +68,7 @@ def items_upsert(*, items: Iterable[dict]) -> UpsertResult:
                 update_fields=[*given, "is_stub", "updated_at"],
                 batch_size=500,
             )
+        items_changed_on_commit(merged)
     return UpsertResult(created=len(merged) - len(existing), updated=len(existing))
 
 

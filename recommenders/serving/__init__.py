@@ -3,7 +3,8 @@ read path from the cache to the model in memory to the cold-start ladder, and ex
 
 Modules by concept: `visitors` (who asks, consent, context, history), `personal` (the live model
 and the ladder), `trending` (per-slice popularity from recent events), `rules` and `merchandise`
-(what may be shown and in which order), `placements`, `cache` (keys and outage-proof access),
+(what may be shown and in which order), `items` (catalogue rows kept in the process, and the
+change log that tells it which went stale), `placements`, `cache` (keys and outage-proof access),
 `feedback`, `lists` (building a list through the rules and fallbacks, and logging it), `served`
 (the served-list log, buffered in Redis and written in bulk), `recommend` (a visitor's list: the
 read path and the ladder), `similar` (similar items, trending) and `receivers` (profile changes

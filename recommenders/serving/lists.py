@@ -14,9 +14,10 @@ from django.utils import timezone
 from recommenders.models import CollectionItem, Item
 from recommenders.registry import LoadedModel, live_model
 from recommenders.serving import personal
+from recommenders.serving.items import items_fetch
 from recommenders.serving.personal import Candidate
 from recommenders.serving.placements import PlacementView
-from recommenders.serving.rules import Rules, eligible, items_fetch
+from recommenders.serving.rules import Rules, eligible
 from recommenders.serving.served import ServedRow
 from recommenders.serving.trending import Slice, trending_items
 from tracking.models import Profile

@@ -1,6 +1,8 @@
 """Serving's receivers: whatever changes what the visitor cache holds about a profile (events
 stored: last_seen_at and context; consent; a merge; erasure) stamps the profile, condemning its
-cached visitor entries (see `visitors.visitors_changed`).
+cached visitor entries (see `visitors.visitors_changed`); a catalogue item saved or deleted one by
+one (the admin, a deletion through the API) is announced to the web processes' catalogue memos (see
+`items.items_changed`; the bulk upsert announces its own).
 
 Connected when this module is imported: `recommenders.serving` imports it (every web process that
 serves), and `RecommendersConfig.ready()` should too, so worker processes that store events or
@@ -12,12 +14,14 @@ from __future__ import annotations
 import contextlib
 
 from django.db import connection, transaction
-from django.db.models.signals import post_save
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from privacy import registry
 from privacy.models import ConsentState
+from recommenders.models import Item
 from recommenders.serving.cache import CACHE_ERRORS
+from recommenders.serving.items import items_changed_on_commit
 from recommenders.serving.visitors import visitors_changed, visitors_forget_profile
 from tracking.models import Profile
 from tracking.services.identity import profile_merged
@@ -49,6 +53,12 @@ def visitors_merged(sender, *, source_id: int, target_id: int, **kwargs) -> None
 @receiver(post_save, sender=ConsentState, dispatch_uid="recommenders.serving.visitor_consent")
 def visitor_consent(sender, *, instance: ConsentState, **kwargs) -> None:
     _changed([instance.profile_id])
+
+
+@receiver(post_save, sender=Item, dispatch_uid="recommenders.serving.item_saved")
+@receiver(post_delete, sender=Item, dispatch_uid="recommenders.serving.item_deleted")
+def item_changed(sender, *, instance: Item, **kwargs) -> None:
+    items_changed_on_commit([instance.external_id])
 
 
 def visitor_erased(profile) -> None:

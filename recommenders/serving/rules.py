@@ -7,15 +7,11 @@ exploration)."""
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from django.conf import settings
-
 from recommenders.models import Item
-from recommenders.serving.cache import LocalMemo
 
 logger = logging.getLogger(__name__)
 
@@ -99,52 +95,6 @@ class Rules:
             mmr_lambda=mmr if mmr is not None and 0.0 <= mmr <= 1.0 else None,
             exploration=min(max(exploration, 0.0), 0.5),
         )
-
-
-ITEM_FIELDS = (
-    "id",
-    "external_id",
-    "title",
-    "price",
-    "categories",
-    "tags",
-    "in_stock",
-    "available_from",
-    "available_until",
-    "attributes",
-    "is_stub",
-)
-
-
-_items = LocalMemo(ttl=1.0, bound=50_000)
-_MISSING = object()
-
-
-def items_fetch(external_ids) -> dict[str, Item]:
-    """Catalogue rows of the candidates: from the process memo (a few seconds, see
-    RECOMMENDERS_SERVE_ITEM_CACHE_SECONDS: stock changes apply within that), else one query."""
-    ttl = settings.RECOMMENDERS_SERVE_ITEM_CACHE_SECONDS
-    _items.ttl = ttl
-    found: dict[str, Item] = {}
-    need = []
-    memo, now = _items._data, time.monotonic()  # the memo read inline: a page view reads dozens
-    for external_id in dict.fromkeys(external_ids):
-        hit = memo.get(external_id) if ttl > 0 else None
-        if hit is None or hit[0] < now:
-            need.append(external_id)
-        elif hit[1] is not _MISSING:
-            found[external_id] = hit[1]
-    if need:
-        rows = {item.external_id: item for item in Item.objects.filter(external_id__in=need).only(*ITEM_FIELDS)}
-        found.update(rows)
-        if ttl > 0:
-            for external_id in need:
-                _items.set(external_id, rows.get(external_id, _MISSING))
-    return found
-
-
-def items_forget() -> None:
-    _items.clear()
 
 
 def _categories(item: Item) -> set[str]:

@@ -6,10 +6,15 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from experiments.api import urls as experiments_urls
 from personalization import health
+from privacy import urls as privacy_urls
 from privacy import views as privacy_views
+from recommenders.api import urls as recommenders_urls
+from segments.api import urls as segments_urls
 from tracking import views as tracking_views
 from tracking.api import pixel
+from tracking.api import urls as tracking_urls
 from tracking.api.collect import SegmentBatchView, segment_view
 
 segment_urls = [
@@ -17,16 +22,23 @@ segment_urls = [
     for kind in ("track", "identify", "page", "screen", "alias", "group")
 ]
 
+# API v1 in one include, first: Django tries patterns in order, and each include that does not match
+# raises and records what it tried (a request for recommendations spent ~60 us there behind three
+# other apps' includes). The hot routes lead: event collection, then serving.
+api_v1 = [
+    *tracking_urls.urlpatterns,
+    *recommenders_urls.urlpatterns,
+    *experiments_urls.urlpatterns,
+    *segments_urls.urlpatterns,
+    *privacy_urls.urlpatterns,
+]
+
 urlpatterns = [
+    path("api/v1/", include(api_v1)),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/privacy/inventory/", privacy_views.inventory, name="privacy-inventory"),
     path("admin/recommenders/insight/", include("recommenders.admin_insight")),
     path("admin/", admin.site.urls),
-    path("api/v1/", include("tracking.api.urls")),
-    path("api/v1/", include("privacy.urls")),
-    path("api/v1/", include("segments.api.urls")),
-    path("api/v1/", include("recommenders.api.urls")),
-    path("api/v1/", include("experiments.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),

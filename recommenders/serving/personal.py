@@ -19,7 +19,7 @@ from scipy import sparse
 from recommenders import cache_keys, store
 from recommenders.algorithms.base import UserContext
 from recommenders.registry import LoadedModel
-from recommenders.serving.cache import CACHE_ERRORS
+from recommenders.serving.cache import CACHE_ERRORS, hot_command, redis_client
 from recommenders.serving.visitors import History
 
 logger = logging.getLogger(__name__)
@@ -207,12 +207,19 @@ def toplist_and_stamp(
         _, raw, stamp = prefetched  # read with the visitor, in the same round trip
         return store._decode(cache.client.decode(raw) if raw is not None else None), stamp
     key, stamp_key = cache_keys.toplist(loaded.config_key, loaded.version, profile_id), visitor_stamp_key(profile_id)
+    client = redis_client()
     try:
-        found = cache.get_many([key, stamp_key])
+        if client is None:
+            found = cache.get_many([key, stamp_key])
+            return store._decode(found.get(key)), found.get(stamp_key)
+        raw, stamp = hot_command(client, "MGET", cache.make_key(key), cache.make_key(stamp_key))
     except CACHE_ERRORS:
         logger.warning("cache unreachable reading the list of profile %s: recomputing from the model", profile_id)
         return None, UNREADABLE
-    return store._decode(found.get(key)), found.get(stamp_key)
+    return (
+        store._decode(client.decode(raw) if raw is not None else None),
+        client.decode(stamp) if stamp is not None else None,
+    )
 
 
 _UNREAD = object()

@@ -22,7 +22,7 @@ from privacy.services.consent import consent_states, purposes
 from recommenders import cache_keys
 from recommenders.models import Feedback
 from recommenders.services.catalogue import item_ids_in_properties
-from recommenders.serving.cache import CACHE_ERRORS, LocalMemo, redis_client, safe_get, safe_set
+from recommenders.serving.cache import CACHE_ERRORS, LocalMemo, hot_script, redis_client, safe_get, safe_set
 from tracking.models import Event, Identity, Profile, Source
 from tracking.services.identity import identity_hash, old_identity_hash_keys
 
@@ -293,14 +293,6 @@ local toplist = false
 if ARGV[1] ~= '' then toplist = redis.call('GET', ARGV[1] .. pid) end
 return {entry, toplist, redis.call('GET', ARGV[2] .. pid)}
 """
-_scripts: dict[int, object] = {}
-
-
-def _resolve_script(redis):
-    script = _scripts.get(id(redis))
-    if script is None:
-        script = _scripts[id(redis)] = redis.register_script(_RESOLVE)
-    return script
 
 
 def _remember(
@@ -356,7 +348,9 @@ def visitor_cached(kind: str, values: list[str], *, toplist_prefix: str = "") ->
         found = (entry, UNREADABLE, UNREADABLE)
     else:
         try:
-            raw, toplist, stamp = _resolve_script(client.get_client(write=False))(
+            raw, toplist, stamp = hot_script(
+                client,
+                _RESOLVE,
                 keys=[cache.make_key(visitor_key(kind, ids[0]))],
                 args=[
                     cache.make_key(toplist_prefix) if toplist_prefix else "",

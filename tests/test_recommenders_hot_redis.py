@@ -1,0 +1,81 @@
+"""The serving hot path's own Redis connection per thread (`serving.cache.hot_command`): raw replies,
+scripts by hash, and what it does when Redis restarts, forgets its scripts or is down."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.core.cache import cache
+from django.test import override_settings
+
+from recommenders.serving import cache as serving_cache
+from recommenders.serving.cache import CACHE_ERRORS, hot_command, hot_script, redis_client
+
+ECHO = "return {KEYS[1], ARGV[1], redis.call('GET', KEYS[1])}"
+
+
+@pytest.fixture(autouse=True)
+def _own_line():
+    serving_cache._line.conn = None
+    yield
+    if serving_cache._line.conn is not None:
+        serving_cache._line.conn.disconnect()
+    serving_cache._line.conn = None
+
+
+def test_a_command_answers_raw_values_the_client_decodes():
+    cache.set("hot:a", {"n": 1})
+    client = redis_client()
+    raw, missing = hot_command(client, "MGET", cache.make_key("hot:a"), cache.make_key("hot:none"))
+    assert client.decode(raw) == {"n": 1} and missing is None
+
+
+def test_each_thread_has_its_own_connection_and_a_new_client_gets_a_new_one():
+    client = redis_client()
+    hot_command(client, "PING")
+    mine = serving_cache._line.conn
+    theirs = []
+    thread = threading.Thread(target=lambda: (hot_command(client, "PING"), theirs.append(serving_cache._line.conn)))
+    thread.start()
+    thread.join()
+    assert theirs and theirs[0] is not mine
+    hot_command(client, "PING")
+    assert serving_cache._line.conn is mine
+
+
+def test_a_connection_redis_dropped_is_made_again_and_the_command_answered():
+    client = redis_client()
+    cache.set("hot:b", 7)
+    hot_command(client, "PING")
+    my_id = hot_command(client, "CLIENT", "ID")
+    client.get_client(write=True).execute_command("CLIENT", "KILL", "ID", my_id)  # what a Redis restart does
+    assert client.decode(hot_command(client, "GET", cache.make_key("hot:b"))) == 7
+    assert hot_command(client, "CLIENT", "ID") != my_id
+
+
+def test_a_script_redis_forgot_is_sent_whole_once_more():
+    client = redis_client()
+    cache.set("hot:c", "v")
+    key = cache.make_key("hot:c")
+    assert hot_script(client, ECHO, keys=[key], args=["x"])[:2] == [key.encode(), b"x"]
+    client.get_client(write=True).script_flush()
+    assert hot_script(client, ECHO, keys=[key], args=["y"])[:2] == [key.encode(), b"y"]
+    assert hot_script(client, ECHO, keys=[key], args=["z"])[1] == b"z"  # loaded again by the EVAL
+
+
+def test_an_error_reply_keeps_the_connection_and_redis_down_raises_a_cache_error():
+    client = redis_client()
+    with pytest.raises(CACHE_ERRORS):
+        hot_command(client, "INCR", "not", "a", "command")
+    conn = serving_cache._line.conn
+    assert hot_command(client, "PING") in (b"PONG", True, "PONG") and serving_cache._line.conn is conn
+    down = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient", "SOCKET_CONNECT_TIMEOUT": 0.5},
+        }
+    }
+    with override_settings(CACHES=down), pytest.raises(CACHE_ERRORS):
+        hot_command(redis_client(), "PING")

@@ -283,3 +283,28 @@ def test_a_version_going_live_queues_the_warming_of_the_visitor_cache(
         train()
     assert len(warmed) == 1 and warmed[0] >= 12  # run by the worker after the commit
     assert cache.client.get_client().exists(cache.make_key(visitor_key("anonymous", "v1")))
+
+
+@pytest.mark.django_db
+def test_a_cached_lists_reasons_are_remembered_per_visitor_and_match_a_fresh_explanation(
+    client_public, shop, monkeypatch
+):
+    from recommenders.serving import personal
+
+    _warm(client_public)
+    calls = []
+    explain = personal.explain
+    monkeypatch.setattr(personal, "explain", lambda *a, **k: (calls.append(len(a[1])), explain(*a, **k))[1])
+    first = recommend(client_public, anonymous_id="v4", n=3)
+    wider = recommend(client_public, anonymous_id="v4", n=5)  # two items more: only those are explained
+    again = recommend(client_public, anonymous_id="v4", n=5)
+    assert first["strategy"] == wider["strategy"] == again["strategy"] == "cached"
+    assert calls == [3, 2]
+    personal.explained_forget()
+    fresh = recommend(client_public, anonymous_id="v4", n=5)
+    assert calls == [3, 2, 5]
+    reasons = [(i["id"], i["reason"]) for i in fresh["items"]]
+    assert (
+        [(i["id"], i["reason"]) for i in again["items"]] == [(i["id"], i["reason"]) for i in wider["items"]] == reasons
+    )
+    assert any(reason.startswith("because you viewed") for _, reason in reasons)

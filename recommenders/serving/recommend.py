@@ -283,7 +283,7 @@ def _from_cache_only(
     builder.add_ranked(toplist.item_ids, toplist.scores, loaded.algorithm)
     if not builder.full:  # the rules left too few: the full path pads it (session, trending ...)
         return None
-    personal.explain(loaded, builder.kept, None, anchors=personal.training_anchors(loaded, profile.pk))
+    personal.explain_cached(loaded, builder.kept, profile.pk)
     builder.fetch(c.anchor for c in builder.kept)
     return builder
 

@@ -4,13 +4,14 @@ scripts by hash, and what it does when Redis restarts, forgets its scripts or is
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from django.core.cache import cache
 from django.test import override_settings
 
 from recommenders.serving import cache as serving_cache
-from recommenders.serving.cache import CACHE_ERRORS, hot_command, hot_script, redis_client
+from recommenders.serving.cache import CACHE_ERRORS, hot_command, hot_pipeline, hot_script, redis_client
 
 ECHO = "return {KEYS[1], ARGV[1], redis.call('GET', KEYS[1])}"
 
@@ -79,3 +80,25 @@ def test_an_error_reply_keeps_the_connection_and_redis_down_raises_a_cache_error
     }
     with override_settings(CACHES=down), pytest.raises(CACHE_ERRORS):
         hot_command(redis_client(), "PING")
+
+
+def test_a_pipeline_answers_each_command_and_an_error_in_it_leaves_a_clean_connection():
+    client = redis_client()
+    keys = [cache.make_key(f"hot:p{i}") for i in range(3)]
+    replies = hot_pipeline(client, [("SET", key, client.encode(i), "EX", 60) for i, key in enumerate(keys)])
+    assert len(replies) == 3 and [cache.get(f"hot:p{i}") for i in range(3)] == [0, 1, 2]
+    assert hot_pipeline(client, []) == []
+    with pytest.raises(CACHE_ERRORS):
+        hot_pipeline(client, [("INCR", keys[0], "x"), ("GET", keys[1])])  # an error, then a reply unread
+    assert client.decode(hot_command(client, "GET", keys[2])) == 2  # not the GET's stale reply
+
+
+@pytest.mark.django_db
+def test_a_visitor_stamp_is_written_with_the_caches_encoding():
+    from recommenders.serving.visitors import visitor_stamp, visitor_stamp_key, visitors_changed
+
+    before = time.time()
+    visitors_changed([41, 42, 42])
+    assert before <= visitor_stamp(41) <= time.time() and visitor_stamp(42) == visitor_stamp(41)
+    redis = cache.client.get_client()
+    assert 0 < redis.ttl(cache.make_key(visitor_stamp_key(41))) <= 24 * 3600 + 60

@@ -90,6 +90,16 @@ def hot_command(client, *args) -> Any:
     per command (a lock, a fork check, a readiness poll: two thirds of the client's CPU per call).
     Errors are the client's (CACHE_ERRORS); a connection that broke after it had worked (Redis
     restarted) is dropped and the command sent once more on a new one."""
+    return _hot(client, [args])[0]
+
+
+def hot_pipeline(client, commands: list[tuple]) -> list:
+    """Several commands in one write and one round trip on the thread's own connection, and their
+    raw replies; `hot_command`'s errors and retry (so: commands that may run twice, e.g. SET)."""
+    return _hot(client, commands) if commands else []
+
+
+def _hot(client, commands: list[tuple]) -> list:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import ResponseError
     from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -97,10 +107,15 @@ def hot_command(client, *args) -> Any:
     conn = _hot_connection(client)
     for attempt in (1, 2):
         try:
-            conn.send_command(*args)
-            reply = conn.read_response()
+            if len(commands) == 1:
+                conn.send_command(*commands[0])
+            else:
+                conn.send_packed_command(conn.pack_commands(commands))
+            replies = [conn.read_response() for _ in commands]
         except ResponseError:
-            raise  # a whole reply (an error): the connection is fine
+            if len(commands) > 1:
+                conn.disconnect()  # the replies after the error were not read
+            raise  # else a whole reply (an error): the connection is fine
         except (RedisConnectionError, RedisTimeoutError, OSError):
             conn.disconnect()
             if attempt == 2 or not _line.answered:
@@ -111,7 +126,7 @@ def hot_command(client, *args) -> Any:
             conn.disconnect()  # a reply half read would answer the next command
             raise
         _line.answered = True
-        return reply
+        return replies
     raise AssertionError("unreachable")  # pragma: no cover
 
 

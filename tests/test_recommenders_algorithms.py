@@ -125,6 +125,18 @@ def test_dump_then_load_gives_the_same_recommendations(fitted, X, case):
         np.testing.assert_array_equal(model.similar_items(3, N=5)[0], restored.similar_items(3, N=5)[0])
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if c not in {"popularity", "trending", "userknn"}])
+def test_similarity_between_some_items_is_their_columns_of_the_full_rows(fitted, case):
+    model = fitted[case]
+    assert model.has_similar_items
+    rng = np.random.default_rng(5)
+    anchors = rng.choice(model.n_items, size=3, replace=False)
+    others = rng.choice(model.n_items, size=12, replace=False)
+    pairwise = model.similarity_between(anchors, others)
+    assert pairwise.shape == (3, 12)
+    np.testing.assert_allclose(pairwise, model._similar(anchors)[:, others], rtol=1e-5, atol=1e-6)
+
+
 def test_an_artifact_that_is_not_one_is_refused_with_a_message():
     with pytest.raises(ValueError, match="not a recommender artifact"):
         load(b"definitely not a zip")

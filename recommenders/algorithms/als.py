@@ -29,6 +29,13 @@ from recommenders.algorithms.base import (
 )
 
 
+def _unit(factors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), as `ALS._similar` scales them."""
+    norms = np.linalg.norm(factors, axis=1)
+    norms[norms == 0] = 1.0
+    return factors / norms[:, None]
+
+
 class ALS(Recommender):
     name = "als"
     # implicit's own defaults except: 64 factors (the issue's reference point), a seed so that
@@ -126,11 +133,11 @@ class ALS(Recommender):
         return self.user_vectors(userids, rows, recalculate_user=recalculate_user) @ self.item_factors.T
 
     def _similar(self, itemids: np.ndarray) -> np.ndarray:
-        factors = self.item_factors
-        norms = np.linalg.norm(factors, axis=1)
-        norms[norms == 0] = 1.0
-        unit = factors / norms[:, None]
+        unit = _unit(self.item_factors)
         return unit[itemids] @ unit.T
+
+    def similarity_between(self, itemids: np.ndarray, others: np.ndarray) -> np.ndarray:
+        return _unit(self.item_factors[itemids]) @ _unit(self.item_factors[others]).T
 
     def _state(self) -> dict[str, Any]:
         return {

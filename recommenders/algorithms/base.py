@@ -382,6 +382,12 @@ class Recommender(ABC):
         """Dense similarity (len(itemids), n_items) of the given items to every item."""
         raise NotImplementedError(f"{self.name} has no item-to-item similarity")
 
+    def similarity_between(self, itemids: np.ndarray, others: np.ndarray) -> np.ndarray:
+        """`_similar(itemids)[:, others]`, shaped (len(itemids), len(others)): what explaining a list
+        needs, computed for those columns only where the model can (a full row of ALS or content
+        similarity costs a pass over the whole catalogue)."""
+        return self._similar(itemids)[:, others]
+
     @property
     def has_similar_items(self) -> bool:
         return type(self)._similar is not Recommender._similar

@@ -158,6 +158,9 @@ class Content(Recommender):
     def _similar(self, itemids: np.ndarray) -> np.ndarray:
         return (self.item_vectors[itemids] @ self.item_vectors.T).toarray()
 
+    def similarity_between(self, itemids: np.ndarray, others: np.ndarray) -> np.ndarray:
+        return (self.item_vectors[itemids] @ self.item_vectors[others].T).toarray()
+
     def _state(self) -> dict[str, Any]:
         return {
             **super()._state(),

@@ -98,6 +98,9 @@ class EASE(Recommender):
         # Row i of B: how much having item i speaks for each other item.
         return self.B[itemids]
 
+    def similarity_between(self, itemids: np.ndarray, others: np.ndarray) -> np.ndarray:
+        return self.B[np.ix_(itemids, others)]
+
     def _state(self) -> dict[str, Any]:
         return {**super()._state(), "B": self.B}
 

@@ -345,8 +345,15 @@ class Hybrid(Recommender):
 
     # -- delegation and artifacts ------------------------------------------------------------------
     def _similar(self, itemids: np.ndarray) -> np.ndarray:
+        return self._similarity_member._similar(itemids)
+
+    def similarity_between(self, itemids: np.ndarray, others: np.ndarray) -> np.ndarray:
+        return self._similarity_member.similarity_between(itemids, others)
+
+    @property
+    def _similarity_member(self) -> Recommender:
         main = self.members["main"]
-        return main._similar(itemids) if main.has_similar_items else self.members["item2item"]._similar(itemids)
+        return main if main.has_similar_items else self.members["item2item"]
 
     @property
     def popularity(self) -> Popularity:

@@ -71,6 +71,9 @@ class ItemKNN(Recommender):
     def _similar(self, itemids: np.ndarray) -> np.ndarray:
         return self.similarity[itemids].toarray()
 
+    def similarity_between(self, itemids: np.ndarray, others: np.ndarray) -> np.ndarray:
+        return self.similarity[itemids][:, others].toarray()
+
     def _state(self) -> dict[str, Any]:
         return {**super()._state(), "similarity": self.similarity}
 

@@ -185,7 +185,7 @@ def explain(
     # Similarity of each anchor to each candidate only (a top-k over the whole catalogue per anchor
     # cost more than the rest of a cached answer): the best anchor per candidate, the first on ties,
     # never the item itself, and only a positive similarity explains.
-    sims = np.array(recommender._similar(anchor_cols)[:, cols], dtype=np.float32)
+    sims = np.array(recommender.similarity_between(anchor_cols, cols), dtype=np.float32)
     sims[np.isnan(sims)] = -np.inf
     sims[anchor_cols[:, None] == cols[None, :]] = -np.inf
     best = sims.argmax(axis=0)

@@ -76,7 +76,7 @@ def _hot_connection(client):
     owner = (id(client), os.getpid())
     conn = _line.conn
     if conn is None or _line.owner != owner:
-        pool = client.get_client(write=False).connection_pool
+        pool = client.get_client(write=True).connection_pool  # the primary: stamps are written this way too
         if conn is not None:
             conn.disconnect()
         conn = _line.conn = pool.connection_class(**pool.connection_kwargs)

@@ -18,6 +18,7 @@ import time
 
 from django.core.cache import cache
 
+from personalization.hot_redis import hot_pipeline, redis_client
 from segments import cache_keys
 
 _POP = """
@@ -45,14 +46,20 @@ def redis_available() -> bool:
 
 
 def pending_add(pairs: list[tuple[int, str]], *, delay: float) -> bool:
-    """Queue refreshes of (profile id, event type) due in `delay` seconds, in one round trip. True when
-    the caller must schedule the drain (no drain was scheduled)."""
-    client = _client()
+    """Queue refreshes of (profile id, event type) due in `delay` seconds, in one round trip (on the
+    request thread's own connection: this runs in event requests). True when the caller must
+    schedule the drain (no drain was scheduled)."""
     due = time.time() + delay
-    pipe = client.pipeline(transaction=False)
-    pipe.zadd(_key(cache_keys.PENDING_REFRESHES), {f"{p}:{t}": due for p, t in pairs}, nx=True)
-    pipe.set(_key(cache_keys.DRAIN_SCHEDULED), 1, nx=True, ex=int(delay) + cache_keys.DRAIN_FLAG_TTL)
-    return bool(pipe.execute()[-1])
+    members = [part for p, t in pairs for part in (due, f"{p}:{t}")]
+    flag_ttl = int(delay) + cache_keys.DRAIN_FLAG_TTL
+    replies = hot_pipeline(
+        redis_client(),
+        [
+            ("ZADD", _key(cache_keys.PENDING_REFRESHES), "NX", *members),
+            ("SET", _key(cache_keys.DRAIN_SCHEDULED), 1, "NX", "EX", flag_ttl),
+        ],
+    )
+    return bool(replies[-1])
 
 
 def pending_pop(*, limit: int = 500) -> dict[int, list[str]]:

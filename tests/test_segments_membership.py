@@ -304,3 +304,16 @@ def test_the_scheduled_recompute_is_a_registered_task_on_the_beat_schedule(setti
         "segments.profile_refresh",
         "segments.profiles_refresh",
     } <= set(celery_app.tasks)
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif("not __import__('segments.pending').pending.redis_available()", reason="needs Redis")
+def test_a_burst_keeps_its_first_due_time_and_claims_the_drain_once():
+    pending.drain_release()
+    assert pending.pending_add([(7, "add_to_cart"), (8, "page")], delay=5) is True  # nothing scheduled yet
+    first = pending.pending_next_due()
+    assert pending.pending_add([(7, "add_to_cart")], delay=60) is False  # a drain is already scheduled
+    assert pending.pending_next_due() == first  # the burst waits for its first refresh, not the last event
+    assert pending.pending_peek() == ["7:add_to_cart", "8:page"]
+    pending.drain_release()
+    assert pending.pending_add([(9, "page")], delay=5) is True

@@ -31,9 +31,10 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
+from personalization.hot_redis import redis_client
 from recommenders import cache_keys
 from recommenders.models import Item
-from recommenders.serving.cache import CACHE_ERRORS, redis_client
+from recommenders.serving.cache import CACHE_ERRORS
 
 logger = logging.getLogger(__name__)
 

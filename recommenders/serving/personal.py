@@ -16,10 +16,11 @@ from django.conf import settings
 from django.core.cache import cache
 from scipy import sparse
 
+from personalization.hot_redis import hot_command, redis_client
 from recommenders import cache_keys, store
 from recommenders.algorithms.base import UserContext
 from recommenders.registry import LoadedModel
-from recommenders.serving.cache import CACHE_ERRORS, LocalMemo, hot_command, redis_client
+from recommenders.serving.cache import CACHE_ERRORS, LocalMemo
 from recommenders.serving.visitors import History
 
 logger = logging.getLogger(__name__)

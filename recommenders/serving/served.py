@@ -56,9 +56,10 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import OperationalError, connection, transaction
 
+from personalization.hot_redis import redis_client
 from recommenders import cache_keys
 from recommenders.models import ModelVersion, RecommendationServed
-from recommenders.serving.cache import CACHE_ERRORS, redis_client
+from recommenders.serving.cache import CACHE_ERRORS
 from tracking.models import Profile
 
 logger = logging.getLogger(__name__)

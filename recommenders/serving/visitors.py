@@ -17,20 +17,13 @@ from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
+from personalization.hot_redis import hot_pipeline, hot_script, redis_client
 from privacy.consent import State, collection_allowed
 from privacy.services.consent import consent_states, purposes
 from recommenders import cache_keys
 from recommenders.models import Feedback
 from recommenders.services.catalogue import item_ids_in_properties
-from recommenders.serving.cache import (
-    CACHE_ERRORS,
-    LocalMemo,
-    hot_pipeline,
-    hot_script,
-    redis_client,
-    safe_get,
-    safe_set,
-)
+from recommenders.serving.cache import CACHE_ERRORS, LocalMemo, safe_get, safe_set
 from tracking.models import Event, Identity, Profile, Source
 from tracking.services.identity import identity_hash, old_identity_hash_keys
 

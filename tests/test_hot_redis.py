@@ -1,4 +1,4 @@
-"""The serving hot path's own Redis connection per thread (`serving.cache.hot_command`): raw replies,
+"""Each thread's own Redis connection for the request path (`personalization.hot_redis`): raw replies,
 scripts by hash, and what it does when Redis restarts, forgets its scripts or is down."""
 
 from __future__ import annotations
@@ -10,19 +10,20 @@ import pytest
 from django.core.cache import cache
 from django.test import override_settings
 
-from recommenders.serving import cache as serving_cache
-from recommenders.serving.cache import CACHE_ERRORS, hot_command, hot_pipeline, hot_script, redis_client
+from personalization import hot_redis
+from personalization.hot_redis import hot_command, hot_pipeline, hot_script, redis_client
+from recommenders.serving.cache import CACHE_ERRORS
 
 ECHO = "return {KEYS[1], ARGV[1], redis.call('GET', KEYS[1])}"
 
 
 @pytest.fixture(autouse=True)
 def _own_line():
-    serving_cache._line.conn = None
+    hot_redis._line.conn = None
     yield
-    if serving_cache._line.conn is not None:
-        serving_cache._line.conn.disconnect()
-    serving_cache._line.conn = None
+    if hot_redis._line.conn is not None:
+        hot_redis._line.conn.disconnect()
+    hot_redis._line.conn = None
 
 
 def test_a_command_answers_raw_values_the_client_decodes():
@@ -35,14 +36,14 @@ def test_a_command_answers_raw_values_the_client_decodes():
 def test_each_thread_has_its_own_connection_and_a_new_client_gets_a_new_one():
     client = redis_client()
     hot_command(client, "PING")
-    mine = serving_cache._line.conn
+    mine = hot_redis._line.conn
     theirs = []
-    thread = threading.Thread(target=lambda: (hot_command(client, "PING"), theirs.append(serving_cache._line.conn)))
+    thread = threading.Thread(target=lambda: (hot_command(client, "PING"), theirs.append(hot_redis._line.conn)))
     thread.start()
     thread.join()
     assert theirs and theirs[0] is not mine
     hot_command(client, "PING")
-    assert serving_cache._line.conn is mine
+    assert hot_redis._line.conn is mine
 
 
 def test_a_connection_redis_dropped_is_made_again_and_the_command_answered():
@@ -69,8 +70,8 @@ def test_an_error_reply_keeps_the_connection_and_redis_down_raises_a_cache_error
     client = redis_client()
     with pytest.raises(CACHE_ERRORS):
         hot_command(client, "INCR", "not", "a", "command")
-    conn = serving_cache._line.conn
-    assert hot_command(client, "PING") in (b"PONG", True, "PONG") and serving_cache._line.conn is conn
+    conn = hot_redis._line.conn
+    assert hot_command(client, "PING") in (b"PONG", True, "PONG") and hot_redis._line.conn is conn
     down = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.core.cache import cache
 
+from personalization.hot_redis import hot_command
 from recommenders import cache_keys
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,12 @@ def toplists_put(*, config_key: str, version: int, profile_ids: list[int], value
 
 def toplist_get(*, config_key: str, version: int, profile_id: int) -> TopList | None:
     """The precomputed list of one profile under one version (None: not precomputed or expired)."""
-    return _decode(cache.get(cache_keys.toplist(config_key, version, profile_id)))
+    key = cache_keys.toplist(config_key, version, profile_id)
+    inner = _raw_client()
+    if inner is None:
+        return _decode(cache.get(key))
+    raw = hot_command(inner, "GET", cache.make_key(key))  # a request's read: the thread's connection
+    return _decode(inner.decode(raw) if raw is not None else None)
 
 
 def toplists_get(*, config_key: str, version: int, profile_ids: list[int]) -> dict[int, TopList]:
@@ -157,7 +163,12 @@ def toplist_set(
     *, config_key: str, version: int, profile_id: int, item_ids: list[str], scores, computed_at: float, ttl: int
 ) -> None:
     """Re-cache one list recomputed on read (the user had events newer than the precompute)."""
-    cache.set(cache_keys.toplist(config_key, version, profile_id), _encode(item_ids, scores, computed_at), ttl)
+    key, value = cache_keys.toplist(config_key, version, profile_id), _encode(item_ids, scores, computed_at)
+    inner = _raw_client()
+    if inner is None:
+        cache.set(key, value, ttl)
+        return
+    hot_command(inner, "SET", cache.make_key(key), inner.encode(value), "EX", ttl)
 
 
 def toplists_forget_profile(*, profile_id: int) -> None:

@@ -252,7 +252,8 @@ def visitors_warm(*, active_days: int, limit: int | None = None) -> int:
                 entry = (read_at, tuple(fields), None if granted is None else (bool(granted), int(version)))
                 entries.append((row[0], row[1], fields[id_at], entry))
             pipe = redis.pipeline(transaction=False)
-            _entries_write(pipe, client, entries)
+            for command in _entry_commands(client, entries):
+                pipe.execute_command(*command)
             pipe.execute()
             written += len(rows)
     return written
@@ -278,14 +279,17 @@ def _entry_decode(client, raw) -> tuple | None:
         return None
 
 
-def _entries_write(pipe, client, entries: list[tuple[str, str, int, tuple]]) -> None:
-    """Queue (kind, value, profile id, entry) writes: each entry and its place in its profile's index."""
+def _entry_commands(client, entries: list[tuple[str, str, int, tuple]]) -> list[tuple]:
+    """The commands writing (kind, value, profile id, entry): each entry and its place in its
+    profile's index."""
+    commands = []
     for kind, value, profile_id, entry in entries:
         key = cache.make_key(visitor_key(kind, value))
         index = cache.make_key(visitor_index_key(profile_id))
-        pipe.set(key, _entry_encode(client, profile_id, entry), ex=VISITOR_TTL)
-        pipe.sadd(index, key)
-        pipe.expire(index, VISITOR_TTL + 60)
+        commands.append(("SET", key, _entry_encode(client, profile_id, entry), "EX", VISITOR_TTL))
+        commands.append(("SADD", index, key))
+        commands.append(("EXPIRE", index, VISITOR_TTL + 60))
+    return commands
 
 
 # A visitor the process does not remember, with what the hot path reads next, in one round trip:
@@ -313,12 +317,11 @@ def _remember(
     if client is None:  # not Redis (the embedded mode)
         safe_set(visitor_key(kind, values[0]), _entry(visitor, read_at), VISITOR_TTL)
         return UNREADABLE
+    commands = _entry_commands(client, [(kind, values[0], visitor.profile.pk, _entry(visitor, read_at))])
+    if toplist_prefix:
+        commands.append(("GET", cache.make_key(f"{toplist_prefix}{visitor.profile.pk}")))
     try:
-        pipe = client.get_client(write=True).pipeline(transaction=False)
-        _entries_write(pipe, client, [(kind, values[0], visitor.profile.pk, _entry(visitor, read_at))])
-        if toplist_prefix:
-            pipe.get(cache.make_key(f"{toplist_prefix}{visitor.profile.pk}"))
-        answers = pipe.execute()
+        answers = hot_pipeline(client, commands)  # a request's writes: the thread's connection
     except CACHE_ERRORS:
         logger.warning("cache unreachable: visitor of profile %s not cached", visitor.profile.pk)
         return UNREADABLE

@@ -10,6 +10,7 @@ from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
+from personalization.hot_redis import hot_script, redis_client
 from recommenders import cache_keys
 from recommenders.models import Item
 from recommenders.services.catalogue import item_delete, items_upsert
@@ -37,8 +38,7 @@ def shop(django_capture_on_commit_callbacks):
 
 def announce_elsewhere(ids) -> None:
     """What another process's write does to this one: the change log only (its own memo is its own)."""
-    redis = cache.client.get_client(write=True)
-    memo._script(redis, memo._ANNOUNCE)(keys=memo._log_keys(), args=[memo.LOG_KEEP, *ids])
+    hot_script(redis_client(), memo._ANNOUNCE, keys=memo._log_keys(), args=[memo.LOG_KEEP, *ids])
 
 
 def queries(fn):

@@ -31,7 +31,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
-from personalization.hot_redis import redis_client
+from personalization.hot_redis import hot_script, redis_client
 from recommenders import cache_keys
 from recommenders.models import Item
 from recommenders.serving.cache import CACHE_ERRORS
@@ -97,15 +97,6 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. seen, '+inf', 'LIMIT', 0
 if #ids > most then return {seq, 1} end
 return {seq, 0, ids}
 """
-_scripts: dict[tuple[int, str], object] = {}
-
-
-def _script(redis, source: str):
-    key = (id(redis), source)
-    script = _scripts.get(key)
-    if script is None:
-        script = _scripts[key] = redis.register_script(source)
-    return script
 
 
 def _log_keys() -> list[str]:
@@ -166,9 +157,8 @@ def _sync(now: float, period: float) -> None:
         if client is None:
             memo.log_ok = False
             return
-        redis = client.get_client(write=False)
         try:
-            answer = _script(redis, _READ)(keys=_log_keys(), args=[memo.seen, LOG_KEEP])
+            answer = hot_script(client, _READ, keys=_log_keys(), args=[memo.seen, LOG_KEEP])
         except CACHE_ERRORS:
             if memo.log_ok:
                 logger.warning("cache unreachable reading the catalogue change log: rows kept %.0f s", period)
@@ -223,10 +213,8 @@ def items_changed(external_ids: Iterable[str]) -> None:
     if client is None:
         return
     try:
-        redis = client.get_client(write=True)
-        script = _script(redis, _ANNOUNCE)
         for start in range(0, len(ids), ANNOUNCE_CHUNK):
-            script(keys=_log_keys(), args=[LOG_KEEP, *ids[start : start + ANNOUNCE_CHUNK]])
+            hot_script(client, _ANNOUNCE, keys=_log_keys(), args=[LOG_KEEP, *ids[start : start + ANNOUNCE_CHUNK]])
     except CACHE_ERRORS:
         logger.warning(
             "cache unreachable: a change of %d catalogue items was not announced; web processes show it within %.0f s",

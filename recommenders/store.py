@@ -1,10 +1,11 @@
-"""Precomputed top-N lists in the cache: the one module that talks to Redis directly.
+"""Precomputed top-N lists in the cache: the one module that reads and writes them.
 
 Publishing writes hundreds of thousands of lists; the cache API would pay a round trip per key,
 so with Redis the writes go down one of the raw client's pooled connections in batches (SET .. EX
 per list, framed here, one round trip per batch), encoded exactly as django-redis encodes values,
-so `cache.get` reads them too. Without Redis (embedded mode, local memory) `cache.set_many` does
-the same job.
+so `cache.get` reads them too. A request's single read or write of a list goes over its thread's
+own connection (`personalization.hot_redis`). Without Redis (embedded mode, local memory) the cache
+API does the same jobs.
 
 A list is one compact bytes value (read it with `toplist_get` / `toplists_get`, never by hand):
 the unix time it was computed, the float32 scores, and the external ids (best first, items the
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.core.cache import cache
 
-from personalization.hot_redis import hot_command
+from personalization.hot_redis import hot_command, redis_client
 from recommenders import cache_keys
 
 logger = logging.getLogger(__name__)
@@ -36,12 +37,11 @@ class TopList:
 
 MAGIC = b"TL1"
 SEPARATOR = "\x1f"  # ASCII unit separator: never in an external id (they are trimmed printable text)
-_HEADER = np.dtype([("at", "<f8"), ("n", "<u4")])
-_HEAD = struct.Struct("<dI")  # the same header, read without numpy on the hot path
+_HEAD = struct.Struct("<dI")  # computed at (unix time), number of items
 
 
 def _encode(item_ids: list[str], scores: np.ndarray, computed_at: float) -> bytes:
-    header = np.array([(computed_at, len(item_ids))], dtype=_HEADER).tobytes()
+    header = _HEAD.pack(computed_at, len(item_ids))
     packed = np.asarray(scores, dtype="<f4").tobytes()
     return MAGIC + header + packed + SEPARATOR.join(item_ids).encode()
 
@@ -85,19 +85,11 @@ def toplist_values(*, names: np.ndarray, ids: np.ndarray, scores: np.ndarray, co
     for row, n in enumerate(counts):
         head = heads.get(n)
         if head is None:
-            head = heads[n] = MAGIC + np.array([(computed_at, n)], dtype=_HEADER).tobytes()
+            head = heads[n] = MAGIC + _HEAD.pack(computed_at, n)
         offset = row * width
         values.append(head + packed[offset : offset + 4 * n] + separator.join(flat[start : start + n]))
         start += n
     return values
-
-
-def _raw_client():
-    """The django-redis client behind the default cache, or None (not Redis)."""
-    inner = getattr(cache, "client", None)
-    if inner is None or not hasattr(inner, "get_client") or not hasattr(inner, "encode"):
-        return None
-    return inner
 
 
 def toplists_put(*, config_key: str, version: int, profile_ids: list[int], values: list[bytes]) -> int:
@@ -111,7 +103,7 @@ def toplists_put(*, config_key: str, version: int, profile_ids: list[int], value
     if not profile_ids:
         return 0
     ttl = cache_keys.TOPLIST_TTL
-    inner = _raw_client()
+    inner = redis_client()
     if inner is None:
         cache.set_many(
             {cache_keys.toplist(config_key, version, pid): v for pid, v in zip(profile_ids, values, strict=True)}, ttl
@@ -146,7 +138,7 @@ def toplists_put(*, config_key: str, version: int, profile_ids: list[int], value
 def toplist_get(*, config_key: str, version: int, profile_id: int) -> TopList | None:
     """The precomputed list of one profile under one version (None: not precomputed or expired)."""
     key = cache_keys.toplist(config_key, version, profile_id)
-    inner = _raw_client()
+    inner = redis_client()
     if inner is None:
         return _decode(cache.get(key))
     raw = hot_command(inner, "GET", cache.make_key(key))  # a request's read: the thread's connection
@@ -164,7 +156,7 @@ def toplist_set(
 ) -> None:
     """Re-cache one list recomputed on read (the user had events newer than the precompute)."""
     key, value = cache_keys.toplist(config_key, version, profile_id), _encode(item_ids, scores, computed_at)
-    inner = _raw_client()
+    inner = redis_client()
     if inner is None:
         cache.set(key, value, ttl)
         return

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from django.core.cache import cache
 
+from personalization.hot_redis import redis_client
 from recommenders import store
 
 
@@ -27,7 +28,7 @@ def test_a_block_of_lists_encodes_to_the_bytes_of_each_list():
 
 @pytest.mark.django_db
 def test_bulk_written_lists_read_back_through_the_cache(settings):
-    assert store._raw_client() is not None, "the test settings use Redis: the raw write path is the one tested"
+    assert redis_client() is not None, "the test settings use Redis: the raw write path is the one tested"
     cache.clear()
     values = [store._encode([f"item-{i}", "x"], np.array([2.0, 1.0]), 99.0) for i in range(5)]
     written = store.toplists_put(config_key="cfg", version=3, profile_ids=[10, 11, 12, 13, 14], values=values)

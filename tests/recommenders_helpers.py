@@ -18,6 +18,21 @@ GROUPS = {
 }
 
 
+def personalization_withdraw(anonymous_id: str) -> None:
+    """The visitor refuses personalization in the consent banner."""
+    from privacy.services.consent import consent_record
+    from tracking.selectors import profile_by_anonymous_id
+
+    profile = profile_by_anonymous_id(anonymous_id)
+    consent_record(
+        profile_id=profile.pk,
+        decisions={"personalization": False},
+        origin="banner",
+        source=profile.last_source,
+        policy_version=1,
+    )
+
+
 @pytest.fixture
 def media_tmp(settings, tmp_path):
     """Artifacts of a test go to its own directory, not the checkout's media/."""

@@ -4,7 +4,7 @@ import pytest
 
 from recommenders.models import Item
 from recommenders.services.catalogue import items_upsert
-from tests.recommenders_helpers import send, view
+from tests.recommenders_helpers import personalization_withdraw, send, view
 
 pytestmark = pytest.mark.django_db
 
@@ -63,19 +63,9 @@ def test_recently_viewed_lists_the_visitors_distinct_items_newest_first(client_p
 
 
 def test_recently_viewed_is_empty_after_personalization_consent_is_withdrawn(client_public):
-    from privacy.services.consent import consent_record
-    from tracking.models import Profile
-
     items_upsert(items=[{"external_id": "sku-1", "title": "Item"}])
     send(client_public, view("v1", "sku-1", n=0))
-    profile = Profile.objects.get()
-    consent_record(
-        profile_id=profile.pk,
-        decisions={"personalization": False},
-        origin="banner",
-        source=profile.last_source,
-        policy_version=1,
-    )
+    personalization_withdraw("v1")
     body = client_public.get("/api/v1/recently-viewed", {"anonymous_id": "v1"}).json()
     assert body == {"personalized": False, "items": []}
 

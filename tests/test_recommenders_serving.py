@@ -21,6 +21,7 @@ from recommenders.serving.placements import placements_forget
 from recommenders.serving.served import served_flush
 from recommenders.serving.trending import trending_forget
 from recommenders.serving.visitors import visitors_forget
+from tests.recommenders_helpers import personalization_withdraw
 from tracking import selectors
 from tracking.selectors import profile_by_anonymous_id
 
@@ -125,20 +126,6 @@ def recommend(client, **params):
     response = client.get("/api/v1/recommendations", params)
     assert response.status_code == 200, response.json()
     return response.json()
-
-
-def personalization_withdraw(anonymous_id: str) -> None:
-    """The visitor refuses personalization in the consent banner."""
-    from privacy.services.consent import consent_record
-
-    profile = profile_by_anonymous_id(anonymous_id)
-    consent_record(
-        profile_id=profile.pk,
-        decisions={"personalization": False},
-        origin="banner",
-        source=profile.last_source,
-        policy_version=1,
-    )
 
 
 def ids(body: dict) -> list[str]:

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recommenders.serving.visitors import VISITOR_SKEW, visitor_by_anonymous_id
+from tests.recommenders_helpers import personalization_withdraw
 from tests.test_recommenders_serving import (  # noqa: F401
     _fresh,
     catalogue,
@@ -18,7 +19,6 @@ from tests.test_recommenders_serving import (  # noqa: F401
     group_of,
     ids,
     journeys,
-    personalization_withdraw,
     recommend,
     send,
     train,

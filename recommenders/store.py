@@ -8,9 +8,11 @@ own connection (`personalization.hot_redis`). Without Redis (embedded mode, loca
 API does the same jobs.
 
 A list is one compact bytes value (read it with `toplist_get` / `toplists_get`, never by hand):
-the unix time it was computed, the float32 scores, and the external ids (best first, items the
-user already interacted with left out) joined by a separator no id contains. Bytes pickle at
-memcpy speed, which matters when a publish writes a hundred thousand of them.
+the unix time it was computed, the float32 scores, each item's reason (which of up to 255 anchors,
+the visitor's own items, explains it: "because you viewed X"), each anchor's verb, and the external
+ids (best first, items the user already interacted with left out), then the anchors' ids, joined
+by a separator no id contains. Bytes pickle at memcpy speed, which matters when a publish writes a
+hundred thousand of them. Lists written before reasons were stored (`TL1`) still read, without them.
 """
 
 from __future__ import annotations
@@ -33,28 +35,78 @@ class TopList:
     item_ids: tuple[str, ...]
     scores: tuple[float, ...]
     computed_at: float
+    # Why each item: its anchor's slot (NO_REASON: none), the anchors' ids and verbs ("viewed",
+    # "bought" ...). `slots` None: a list stored without reasons.
+    slots: bytes | None = None
+    anchors: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = ()
+
+    def because(self, position: int) -> tuple[str, str]:
+        """(anchor id, verb) explaining the item at `position`; ("", "") when nothing does."""
+        slot = self.slots[position] if self.slots is not None else NO_REASON
+        return ("", "") if slot == NO_REASON else (self.anchors[slot], self.verbs[slot])
+
+    def reasons(self) -> list[tuple[str, str]] | None:
+        """`because` of every item, as `_encode` takes them (None: stored without reasons)."""
+        return None if self.slots is None else [self.because(i) for i in range(len(self.item_ids))]
 
 
-MAGIC = b"TL1"
+MAGIC_V1 = b"TL1"
+MAGIC = b"TL2"
 SEPARATOR = "\x1f"  # ASCII unit separator: never in an external id (they are trimmed printable text)
-_HEAD = struct.Struct("<dI")  # computed at (unix time), number of items
+_HEAD_V1 = struct.Struct("<dI")  # computed at (unix time), number of items
+_HEAD = struct.Struct("<dIB")  # computed at, number of items, number of anchors
+NO_REASON = 255
+MAX_ANCHORS = 254
+# An anchor's verb is stored as its index here ("because you {verb} X"); unknown verbs read as the first.
+VERBS = ("viewed", "bought", "added to your cart", "liked")
+_VERB_CODES = {verb: code for code, verb in enumerate(VERBS)}
 
 
-def _encode(item_ids: list[str], scores: np.ndarray, computed_at: float) -> bytes:
-    header = _HEAD.pack(computed_at, len(item_ids))
+def _encode(
+    item_ids: list[str],
+    scores: np.ndarray,
+    computed_at: float,
+    because: list[tuple[str, str]] | None = None,
+) -> bytes:
+    """`because`: (anchor id, verb) per item, ("", "") for an item nothing explains."""
+    anchors: dict[str, int] = {}
+    verbs: list[int] = []
+    slots = bytearray(len(item_ids))
+    for position, (anchor, verb) in enumerate(because or [("", "")] * len(item_ids)):
+        slot = anchors.get(anchor) if anchor else NO_REASON
+        if slot is None:
+            if len(anchors) >= MAX_ANCHORS:
+                slot = NO_REASON
+            else:
+                slot = anchors[anchor] = len(anchors)
+                verbs.append(_VERB_CODES.get(verb, 0))
+        slots[position] = slot
+    header = _HEAD.pack(computed_at, len(item_ids), len(anchors))
     packed = np.asarray(scores, dtype="<f4").tobytes()
-    return MAGIC + header + packed + SEPARATOR.join(item_ids).encode()
+    text = SEPARATOR.join([*item_ids, *anchors]).encode()
+    return MAGIC + header + packed + bytes(slots) + bytes(verbs) + text
 
 
 def _decode(value) -> TopList | None:
-    if not isinstance(value, bytes) or not value.startswith(MAGIC):
+    if not isinstance(value, bytes):
         return None
-    at, n = _HEAD.unpack_from(value, len(MAGIC))
-    offset = len(MAGIC) + _HEAD.size
-    scores = np.frombuffer(value, dtype="<f4", count=n, offset=offset).tolist()
-    text = value[offset + 4 * n :].decode()
-    ids = tuple(text.split(SEPARATOR)) if n else ()
-    return TopList(ids, tuple(scores), at)
+    if value.startswith(MAGIC):
+        at, n, k = _HEAD.unpack_from(value, len(MAGIC))
+        offset = len(MAGIC) + _HEAD.size
+        scores = np.frombuffer(value, dtype="<f4", count=n, offset=offset).tolist()
+        offset += 4 * n
+        slots, codes = value[offset : offset + n], value[offset + n : offset + n + k]
+        parts = value[offset + n + k :].decode().split(SEPARATOR) if n + k else []
+        verbs = tuple(VERBS[c] if c < len(VERBS) else VERBS[0] for c in codes)
+        return TopList(tuple(parts[:n]), tuple(scores), at, slots, tuple(parts[n:]), verbs)
+    if value.startswith(MAGIC_V1):
+        at, n = _HEAD_V1.unpack_from(value, len(MAGIC_V1))
+        offset = len(MAGIC_V1) + _HEAD_V1.size
+        scores = np.frombuffer(value, dtype="<f4", count=n, offset=offset).tolist()
+        text = value[offset + 4 * n :].decode()
+        return TopList(tuple(text.split(SEPARATOR)) if n else (), tuple(scores), at)
+    return None
 
 
 def toplist_names(item_ids: np.ndarray) -> np.ndarray:
@@ -65,10 +117,20 @@ def toplist_names(item_ids: np.ndarray) -> np.ndarray:
     return names
 
 
-def toplist_values(*, names: np.ndarray, ids: np.ndarray, scores: np.ndarray, computed_at: float) -> list[bytes]:
+def toplist_values(
+    *,
+    names: np.ndarray,
+    ids: np.ndarray,
+    scores: np.ndarray,
+    computed_at: float,
+    anchors: np.ndarray | None = None,
+    slots: np.ndarray | None = None,
+) -> list[bytes]:
     """The stored values of a block of lists at once (the bytes `_encode` gives each): row i of
     `ids` (item columns, -1 where there is none) and `scores` is one list; `names` maps a column
-    to its external id (`toplist_names`)."""
+    to its external id (`toplist_names`). The reasons, all "viewed": `anchors`, each row's anchor
+    columns (first, then -1 padding), and `slots`, for each item of `ids` the index of its anchor in
+    the row (NO_REASON: none)."""
     ids = np.asarray(ids, dtype=np.int64)
     valid = ids >= 0
     # Each list's items first, in their order (the rest is padding): a stable sort of the flags.
@@ -77,18 +139,33 @@ def toplist_values(*, names: np.ndarray, ids: np.ndarray, scores: np.ndarray, co
     packed = np.take_along_axis(np.asarray(scores, dtype="<f4"), order, axis=1).tobytes()
     counts = valid.sum(axis=1).tolist()
     flat = names[ids[ids >= 0]].tolist()
+    if anchors is None or slots is None:
+        anchors = np.full((len(ids), 0), -1, dtype=np.int64)
+        slots = np.full(ids.shape, NO_REASON, dtype=np.uint8)
+    anchors = np.asarray(anchors, dtype=np.int64)
+    slot_bytes = np.take_along_axis(np.asarray(slots, dtype=np.uint8), order, axis=1).tobytes()
+    anchor_counts = (anchors >= 0).sum(axis=1).tolist()
+    anchor_names = names[anchors[anchors >= 0]].tolist()
     separator = SEPARATOR.encode()
-    heads: dict[int, bytes] = {}
-    width = 4 * ids.shape[1]
+    heads: dict[tuple[int, int], bytes] = {}
+    width = ids.shape[1]
     values = []
-    start = 0
-    for row, n in enumerate(counts):
-        head = heads.get(n)
+    start = anchor_start = 0
+    for row, (n, k) in enumerate(zip(counts, anchor_counts, strict=True)):
+        head = heads.get((n, k))
         if head is None:
-            head = heads[n] = MAGIC + _HEAD.pack(computed_at, n)
+            head = heads[(n, k)] = MAGIC + _HEAD.pack(computed_at, n, k)
         offset = row * width
-        values.append(head + packed[offset : offset + 4 * n] + separator.join(flat[start : start + n]))
+        parts = flat[start : start + n] + anchor_names[anchor_start : anchor_start + k]
+        values.append(
+            head
+            + packed[4 * offset : 4 * (offset + n)]
+            + slot_bytes[offset : offset + n]
+            + bytes(k)  # verb 0: "viewed"
+            + separator.join(parts)
+        )
         start += n
+        anchor_start += k
     return values
 
 
@@ -152,10 +229,20 @@ def toplists_get(*, config_key: str, version: int, profile_ids: list[int]) -> di
 
 
 def toplist_set(
-    *, config_key: str, version: int, profile_id: int, item_ids: list[str], scores, computed_at: float, ttl: int
+    *,
+    config_key: str,
+    version: int,
+    profile_id: int,
+    item_ids: list[str],
+    scores,
+    computed_at: float,
+    ttl: int,
+    because: list[tuple[str, str]] | None = None,
 ) -> None:
-    """Re-cache one list recomputed on read (the user had events newer than the precompute)."""
-    key, value = cache_keys.toplist(config_key, version, profile_id), _encode(item_ids, scores, computed_at)
+    """Re-cache one list recomputed on read (the user had events newer than the precompute), with
+    its reasons (`because`: (anchor id, verb) per item) when known."""
+    key = cache_keys.toplist(config_key, version, profile_id)
+    value = _encode(item_ids, scores, computed_at, because)
     inner = redis_client()
     if inner is None:
         cache.set(key, value, ttl)

@@ -135,6 +135,41 @@ def test_similarity_between_some_items_is_their_columns_of_the_full_rows(fitted,
     pairwise = model.similarity_between(anchors, others)
     assert pairwise.shape == (3, 12)
     np.testing.assert_allclose(pairwise, model._similar(anchors)[:, others], rtol=1e-5, atol=1e-6)
+    # Many rows at once: each row what `similarity_between` gives it.
+    many_anchors = rng.integers(0, model.n_items, size=(4, 3))
+    many_others = rng.integers(0, model.n_items, size=(4, 12))
+    pairs = model.similarity_pairs(many_anchors, many_others)
+    assert pairs.shape == (4, 3, 12)
+    for row in range(4):
+        one = model.similarity_between(many_anchors[row], many_others[row])
+        np.testing.assert_allclose(pairs[row], one, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c not in {"popularity", "trending", "userknn"}])
+def test_the_reasons_of_a_block_of_lists_are_each_lists_own(fitted, X, case):
+    """What a publish stores with each list equals explaining that one list: each item's most
+    similar anchor among the user's strongest training items (first on ties, never itself, only a
+    positive similarity), whatever the rows' lengths and padding."""
+    from recommenders.algorithms.topn import REASON_ANCHORS, best_anchors, reasons_many, recommend_many
+
+    model = fitted[case]
+    users = np.array([0, 5, 61, 119, 30, 7])
+    rows = X[users]
+    ids, _ = recommend_many(model, users, rows, 9)
+    ids[1, 4:] = -1  # a shorter list
+    anchors, slots = reasons_many(model, rows, ids, REASON_ANCHORS)
+    for row in range(len(users)):
+        start, end = rows.indptr[row], rows.indptr[row + 1]
+        cols, weights = rows.indices[start:end], rows.data[start:end]
+        order = np.argsort(-weights, kind="stable")[:REASON_ANCHORS]
+        mine = cols[order[weights[order] > 0]]
+        np.testing.assert_array_equal(anchors[row][anchors[row] >= 0], mine)
+        valid = ids[row] >= 0
+        expected = best_anchors(model, mine, ids[row][valid])
+        np.testing.assert_array_equal(np.where(expected >= 0, expected, 255), slots[row][valid])
+        assert (slots[row][~valid] == 255).all()
+    if case != "nearest":  # the fixture's items carry no location: nothing is near anything
+        assert (slots != 255).any()
 
 
 def test_an_artifact_that_is_not_one_is_refused_with_a_message():

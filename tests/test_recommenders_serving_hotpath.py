@@ -6,10 +6,13 @@ from __future__ import annotations
 import re
 import time
 
+import numpy as np
 import pytest
+from django.core.cache import cache
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from recommenders import cache_keys
 from recommenders.serving.visitors import VISITOR_SKEW, visitor_by_anonymous_id
 from tests.recommenders_helpers import personalization_withdraw
 from tests.test_recommenders_serving import (  # noqa: F401
@@ -286,25 +289,47 @@ def test_a_version_going_live_queues_the_warming_of_the_visitor_cache(
 
 
 @pytest.mark.django_db
-def test_a_cached_lists_reasons_are_remembered_per_visitor_and_match_a_fresh_explanation(
+def test_a_published_list_carries_its_reasons_and_they_match_explaining_it_on_the_request(
     client_public, shop, monkeypatch
 ):
+    from recommenders import store
+    from recommenders.registry import live_model
     from recommenders.serving import personal
 
     _warm(client_public)
     calls = []
     explain = personal.explain
     monkeypatch.setattr(personal, "explain", lambda *a, **k: (calls.append(len(a[1])), explain(*a, **k))[1])
-    first = recommend(client_public, anonymous_id="v4", n=3)
-    wider = recommend(client_public, anonymous_id="v4", n=5)  # two items more: only those are explained
-    again = recommend(client_public, anonymous_id="v4", n=5)
-    assert first["strategy"] == wider["strategy"] == again["strategy"] == "cached"
-    assert calls == [3, 2]
-    personal.explained_forget()
-    fresh = recommend(client_public, anonymous_id="v4", n=5)
-    assert calls == [3, 2, 5]
-    reasons = [(i["id"], i["reason"]) for i in fresh["items"]]
-    assert (
-        [(i["id"], i["reason"]) for i in again["items"]] == [(i["id"], i["reason"]) for i in wider["items"]] == reasons
-    )
+    published = recommend(client_public, anonymous_id="v4", n=5)
+    assert published["strategy"] == "cached" and calls == []  # the reasons came with the list
+    # The same list stored the way lists were before they carried reasons: explained on the request.
+    loaded, pid = live_model("default"), profile_by_anonymous_id("v4").pk
+    toplist = store.toplist_get(config_key=loaded.config_key, version=loaded.version, profile_id=pid)
+    assert toplist.slots is not None and len(toplist.anchors) <= personal.ANCHORS
+    old = store.MAGIC_V1 + store._HEAD_V1.pack(toplist.computed_at, len(toplist.item_ids))
+    old += np.asarray(toplist.scores, dtype="<f4").tobytes() + store.SEPARATOR.join(toplist.item_ids).encode()
+    cache.set(cache_keys.toplist(loaded.config_key, loaded.version, pid), old, 3600)
+    explained = recommend(client_public, anonymous_id="v4", n=5)
+    assert explained["strategy"] == "cached" and calls == [5]
+    reasons = [(i["id"], i["reason"]) for i in explained["items"]]
+    assert [(i["id"], i["reason"]) for i in published["items"]] == reasons
     assert any(reason.startswith("because you viewed") for _, reason in reasons)
+
+
+@pytest.mark.django_db
+def test_a_list_recomputed_on_read_is_cached_with_the_reasons_from_the_visitors_latest_items(client_public, shop):
+    from recommenders import store
+    from recommenders.registry import live_model
+
+    _warm(client_public)
+    send(client_public, event("v1", "bag-0", kind="add_to_cart"))  # v1 looks at bags
+    recomputed = recommend(client_public, anonymous_id="v1", n=5)
+    assert recomputed["strategy"] == "recomputed"
+    loaded, pid = live_model("default"), profile_by_anonymous_id("v1").pk
+    toplist = store.toplist_get(config_key=loaded.config_key, version=loaded.version, profile_id=pid)
+    by_item = dict(zip(toplist.item_ids, toplist.reasons(), strict=True))
+    assert ("bag-0", "added to your cart") in by_item.values(), by_item
+    time.sleep(VISITOR_SKEW)
+    cached = recommend(client_public, anonymous_id="v1", n=5)
+    assert cached["strategy"] == "cached" and ids(cached) == ids(recomputed)
+    assert [i["reason"] for i in cached["items"]] == [i["reason"] for i in recomputed["items"]]

@@ -30,10 +30,10 @@ from recommenders.algorithms.base import (
 
 
 def _unit(factors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), as `ALS._similar` scales them."""
-    norms = np.linalg.norm(factors, axis=1)
+    """Vectors (the last axis) scaled to unit length (zero ones stay zero), as `ALS._similar` scales them."""
+    norms = np.linalg.norm(factors, axis=-1)
     norms[norms == 0] = 1.0
-    return factors / norms[:, None]
+    return factors / norms[..., None]
 
 
 class ALS(Recommender):
@@ -138,6 +138,9 @@ class ALS(Recommender):
 
     def similarity_between(self, itemids: np.ndarray, others: np.ndarray) -> np.ndarray:
         return _unit(self.item_factors[itemids]) @ _unit(self.item_factors[others]).T
+
+    def similarity_pairs(self, itemids: np.ndarray, others: np.ndarray) -> np.ndarray:
+        return np.matmul(_unit(self.item_factors[itemids]), _unit(self.item_factors[others]).transpose(0, 2, 1))
 
     def _state(self) -> dict[str, Any]:
         return {

@@ -388,6 +388,16 @@ class Recommender(ABC):
         similarity costs a pass over the whole catalogue)."""
         return self._similar(itemids)[:, others]
 
+    def similarity_pairs(self, itemids: np.ndarray, others: np.ndarray) -> np.ndarray:
+        """`similarity_between` for many rows at once: ``itemids`` (rows, k) and ``others`` (rows, n)
+        give (rows, k, n), row r being ``similarity_between(itemids[r], others[r])`` (what publishing
+        the reasons of a block of lists needs). Row by row here; models that can, do it in one go."""
+        itemids, others = np.asarray(itemids, dtype=np.int64), np.asarray(others, dtype=np.int64)
+        out = np.zeros((len(itemids), itemids.shape[1], others.shape[1]), dtype=np.float32)
+        for row in range(len(itemids)):
+            out[row] = self.similarity_between(itemids[row], others[row])
+        return out
+
     @property
     def has_similar_items(self) -> bool:
         return type(self)._similar is not Recommender._similar

@@ -101,6 +101,9 @@ class EASE(Recommender):
     def similarity_between(self, itemids: np.ndarray, others: np.ndarray) -> np.ndarray:
         return self.B[np.ix_(itemids, others)]
 
+    def similarity_pairs(self, itemids: np.ndarray, others: np.ndarray) -> np.ndarray:
+        return self.B[np.asarray(itemids)[:, :, None], np.asarray(others)[:, None, :]]
+
     def _state(self) -> dict[str, Any]:
         return {**super()._state(), "B": self.B}
 

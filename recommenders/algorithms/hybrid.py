@@ -350,6 +350,9 @@ class Hybrid(Recommender):
     def similarity_between(self, itemids: np.ndarray, others: np.ndarray) -> np.ndarray:
         return self._similarity_member.similarity_between(itemids, others)
 
+    def similarity_pairs(self, itemids: np.ndarray, others: np.ndarray) -> np.ndarray:
+        return self._similarity_member.similarity_pairs(itemids, others)
+
     @property
     def _similarity_member(self) -> Recommender:
         main = self.members["main"]

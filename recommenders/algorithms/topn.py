@@ -23,6 +23,8 @@ from recommenders.algorithms.base import Recommender, as_user_items, mask_liked
 # folded and compared, which matters more here than BLAS efficiency on taller blocks.
 BLOCK_CELLS = 1 << 22
 _LOWEST = np.finfo(np.float32).min
+# How many of a user's own items may explain their list ("because you viewed X").
+REASON_ANCHORS = 5
 
 
 def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,3 +96,56 @@ def recommend_many(
         mask_liked(scores, block)
         ids[start:stop], values[start:stop] = top_n(scores, n)
     return ids, values
+
+
+def best_anchors(model: Recommender, anchors: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """For each of ``items`` (columns), the index in ``anchors`` (columns of the user's own items)
+    of the anchor most similar to it, -1 when none is: the first anchor on ties, never the item
+    itself, and only a positive similarity explains ("because you viewed X"). Asks the model for
+    the similarity of those pairs only (``similarity_between``)."""
+    anchors, items = np.asarray(anchors, dtype=np.int64), np.asarray(items, dtype=np.int64)
+    if not len(anchors) or not len(items) or not model.has_similar_items:
+        return np.full(len(items), -1, dtype=np.int64)
+    sims = np.array(model.similarity_between(anchors, items), dtype=np.float32)
+    sims[np.isnan(sims)] = -np.inf
+    sims[anchors[:, None] == items[None, :]] = -np.inf
+    best = sims.argmax(axis=0)
+    return np.where(sims[best, np.arange(len(items))] > 0, best, -1)
+
+
+def training_anchors(user_items: sparse.csr_matrix, k: int) -> np.ndarray:
+    """Each user's ``k`` strongest items in their training row (decayed weights favour recent
+    ones), strongest first, ties by column, -1 padding: what explains a list computed from it."""
+    X = user_items
+    counts = np.diff(X.indptr)
+    anchors = np.full((X.shape[0], k), -1, dtype=np.int64)
+    if not X.nnz or not k:
+        return anchors
+    row_of = np.repeat(np.arange(X.shape[0]), counts)
+    order = np.lexsort((-X.data, row_of))  # by row, then weight descending (stable: column order)
+    rank = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+    keep = (rank < k) & (X.data[order] > 0)
+    anchors[row_of[order][keep], rank[keep]] = X.indices[order][keep]
+    return anchors
+
+
+def reasons_many(
+    model: Recommender, user_items: sparse.csr_matrix, ids: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reasons of lists ``ids`` (rows of item columns, -1 padding) computed from ``user_items``
+    (the same rows), as ``best_anchors`` gives them for one list: each row's anchors (its ``k``
+    strongest items, -1 padding) and, per item, the index of the anchor explaining it (255 when
+    none does), as ``store.toplist_values`` takes them. One ``similarity_pairs`` call per block."""
+    ids = np.asarray(ids, dtype=np.int64)
+    slots = np.full(ids.shape, 255, dtype=np.uint8)
+    if not model.has_similar_items or not k or not ids.size:
+        return np.full((len(ids), k), -1, dtype=np.int64), slots
+    anchors = training_anchors(as_user_items(user_items), k)
+    sims = np.array(model.similarity_pairs(np.maximum(anchors, 0), np.maximum(ids, 0)), dtype=np.float32)
+    sims[np.isnan(sims)] = -np.inf
+    sims[np.broadcast_to((anchors < 0)[:, :, None], sims.shape)] = -np.inf
+    sims[anchors[:, :, None] == ids[:, None, :]] = -np.inf
+    best = sims.argmax(axis=1)
+    explained = (np.take_along_axis(sims, best[:, None, :], axis=1)[:, 0, :] > 0) & (ids >= 0)
+    slots[explained] = best[explained]
+    return anchors, slots

@@ -29,7 +29,7 @@ from django.utils import timezone
 from scipy import sparse
 
 from recommenders.algorithms.base import Recommender
-from recommenders.algorithms.topn import recommend_many
+from recommenders.algorithms.topn import REASON_ANCHORS, reasons_many, recommend_many
 from recommenders.artifacts import artifact_delete
 from recommenders.models import ModelVersion
 from recommenders.registry import LoadedModel, live_pointer_set, model_load
@@ -183,8 +183,13 @@ class ListsBuild:
     def _compute(self, index: int) -> tuple[list[int], list[bytes]]:
         began = time.perf_counter()
         block = self._blocks[index]
-        ids, scores = recommend_many(self._model, block, self._user_items[block], self._top_n)
-        values = toplist_values(names=self._names, ids=ids, scores=scores, computed_at=self.computed_at)
+        rows = self._user_items[block]
+        ids, scores = recommend_many(self._model, block, rows, self._top_n)
+        # Each list's reasons ("because you viewed X") are stored with it: a cached answer reads them.
+        anchors, slots = reasons_many(self._model, rows, ids, REASON_ANCHORS)
+        values = toplist_values(
+            names=self._names, ids=ids, scores=scores, computed_at=self.computed_at, anchors=anchors, slots=slots
+        )
         with self._lock:
             self.seconds += time.perf_counter() - began
         return self._profile_ids[block].tolist(), values

@@ -100,9 +100,16 @@ class ListBuilder:
         if need:
             self.items.update(items_fetch(need))
 
-    def add_ranked(self, item_ids: Sequence[str], scores: Sequence[float], algorithm: str) -> int:
+    def add_ranked(
+        self,
+        item_ids: Sequence[str],
+        scores: Sequence[float],
+        algorithm: str,
+        because: Callable[[int], tuple[str, str]] | None = None,
+    ) -> int:
         """`add` for one source's ranked list (a precomputed top-N): a candidate is built only for
-        an item kept, and catalogue rows are read a few more than still wanted at a time."""
+        an item kept, and catalogue rows are read a few more than still wanted at a time.
+        `because(position)`: the (anchor, verb) explaining the item there, when the list says."""
         kept, ids, blocked, items = self.kept, self._ids, self.blocked, self.items
         rules, category, now, target = self.rules, self.category, self.now, self.target
         added = start = 0
@@ -119,7 +126,10 @@ class ListBuilder:
                 ):
                     continue
                 ids.add(item_id)
-                kept.append(Candidate(item_id, scores[pos], algorithm))
+                candidate = Candidate(item_id, scores[pos], algorithm)
+                if because is not None:
+                    candidate.anchor, candidate.verb = because(pos)
+                kept.append(candidate)
                 added += 1
                 if len(kept) >= target:
                     break

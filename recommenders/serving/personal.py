@@ -18,15 +18,17 @@ from scipy import sparse
 
 from personalization.hot_redis import hot_command, redis_client
 from recommenders import cache_keys, store
+from recommenders.algorithms import topn
 from recommenders.algorithms.base import UserContext
+from recommenders.algorithms.topn import best_anchors
 from recommenders.registry import LoadedModel
-from recommenders.serving.cache import CACHE_ERRORS, LocalMemo
+from recommenders.serving.cache import CACHE_ERRORS
 from recommenders.serving.visitors import History
 
 logger = logging.getLogger(__name__)
 
 # How many of the visitor's latest items explain a list ("because you viewed X").
-ANCHORS = 5
+ANCHORS = topn.REASON_ANCHORS
 # Recency discount between consecutive session items when they vote for similar items.
 SESSION_DECAY = 0.8
 
@@ -139,10 +141,18 @@ def _toplist(loaded: LoadedModel, profile_id: int) -> store.TopList | None:
 
 
 def _recache(
-    loaded: LoadedModel, profile_id: int, ids, scores, *, computed_at: float, ttl: int = cache_keys.RECOMPUTED_TTL
+    loaded: LoadedModel,
+    profile_id: int,
+    ids,
+    scores,
+    *,
+    computed_at: float,
+    ttl: int = cache_keys.RECOMPUTED_TTL,
+    because: list[tuple[str, str]] | None = None,
 ) -> None:
     """Cache a list as knowing every event that arrived before `computed_at` (the time the
-    visitor's history was read, so an event arriving meanwhile still makes it stale)."""
+    visitor's history was read, so an event arriving meanwhile still makes it stale), with its
+    reasons (`because`: (anchor id, verb) per item) when known."""
     try:
         store.toplist_set(
             config_key=loaded.config_key,
@@ -152,6 +162,7 @@ def _recache(
             scores=np.asarray(scores, dtype=np.float32),
             computed_at=computed_at,
             ttl=ttl,
+            because=because,
         )
     except CACHE_ERRORS:
         logger.warning("recomputed list of profile %s not cached (cache unreachable)", profile_id)
@@ -184,43 +195,18 @@ def explain(
     cols = np.fromiter(wanted, dtype=np.int64, count=len(wanted))
     anchor_cols = np.asarray([col for col, _ in anchors], dtype=np.int64)
     # Similarity of each anchor to each candidate only (a top-k over the whole catalogue per anchor
-    # cost more than the rest of a cached answer): the best anchor per candidate, the first on ties,
-    # never the item itself, and only a positive similarity explains.
-    sims = np.array(recommender.similarity_between(anchor_cols, cols), dtype=np.float32)
-    sims[np.isnan(sims)] = -np.inf
-    sims[anchor_cols[:, None] == cols[None, :]] = -np.inf
-    best = sims.argmax(axis=0)
-    best_sims = sims[best, np.arange(len(cols))]
-    for col, a, sim in zip(cols.tolist(), best.tolist(), best_sims.tolist(), strict=True):
-        if sim > 0:
+    # cost more than the rest of a cached answer).
+    best = best_anchors(recommender, anchor_cols, cols)
+    for col, a in zip(cols.tolist(), best.tolist(), strict=True):
+        if a >= 0:
             wanted[col].anchor = str(loaded.item_ids[anchors[a][0]])
             wanted[col].verb = anchors[a][1]
 
 
-# Explanations of cached lists, kept per visitor in the process: a visitor's anchors (their training
-# row) and each item's best anchor depend only on the model version and the item, and a visitor
-# asks again on every page view of a visit. (~0.2 ms of numpy per cached answer otherwise.)
-EXPLAINED_TTL = 600.0
-_explained = LocalMemo(ttl=EXPLAINED_TTL, bound=20_000)
-
-
 def explain_cached(loaded: LoadedModel, candidates: list[Candidate], profile_id: int) -> None:
-    """`explain` from the visitor's training row (a cached list), remembered per visitor."""
-    key = (loaded.model_version_id, profile_id)  # the version's row: unique, unlike (config key, number)
-    known = _explained.get(key) or {}
-    todo = [c for c in candidates if not c.anchor and c.item not in known]
-    if todo:
-        explain(loaded, todo, None, anchors=training_anchors(loaded, profile_id))
-        # A new dict, not an update: another thread may be reading the old one.
-        known = {**known, **{c.item: (c.anchor, c.verb) for c in todo}}
-        _explained.set(key, known)
-    for c in candidates:
-        if not c.anchor:
-            c.anchor, c.verb = known.get(c.item, ("", ""))
-
-
-def explained_forget() -> None:
-    _explained.clear()
+    """`explain` from the visitor's training row, for a cached list stored without its reasons
+    (published before lists carried them: `store.TopList.slots` is None)."""
+    explain(loaded, candidates, None, anchors=training_anchors(loaded, profile_id))
 
 
 def toplist_and_stamp(
@@ -271,13 +257,12 @@ def fresh_toplist(loaded: LoadedModel, profile, toplist=_UNREAD) -> store.TopLis
 
 def training_anchors(loaded: LoadedModel, profile_id: int) -> list[tuple[int, str]]:
     """The visitor's strongest items in the training row (decayed weights favour recent ones),
-    to explain a cached list without reading their events."""
-    cells = training_cells(loaded, profile_id)
-    if cells is None or not len(cells[0]):
+    to explain a cached list without reading their events: what a publish explains lists with."""
+    row = loaded.user_index.get(int(profile_id))
+    if row is None:
         return []
-    cols, weights = cells
-    order = np.argsort(-weights, kind="stable")[:ANCHORS]
-    return [(int(cols[i]), "viewed") for i in order.tolist() if weights[i] > 0]
+    cols = topn.training_anchors(loaded.user_items[row : row + 1], ANCHORS)[0]
+    return [(col, "viewed") for col in cols[cols >= 0].tolist()]
 
 
 def model_candidates(
@@ -318,6 +303,7 @@ def model_candidates(
                     toplist.scores,
                     computed_at=history.read_at,
                     ttl=cache_keys.TOPLIST_TTL,
+                    because=toplist.reasons(),
                 )
             return found[:depth], "cached"
     row = fresh_row(loaded, profile_id, history)
@@ -328,23 +314,23 @@ def model_candidates(
     keep = np.isfinite(scores)
     ids, scores = ids[keep], scores[keep]
     external = [str(x) for x in loaded.item_ids[ids].tolist()]
+    listed = [Candidate(item, float(score), algorithm) for item, score in zip(external, scores.tolist(), strict=True)]
     if allowed is None and row.nnz:
-        # The visitor's whole list, kept for their next page view. Their thumbs-down are left out of
-        # it (giving feedback drops the cached list), so the cache-only path needs no feedback read.
-        keep_ids = [i for i, item in enumerate(external) if item not in history.thumbs_down]
+        # The visitor's whole list, kept for their next page view with its reasons (from their
+        # latest items). Their thumbs-down are left out of it (giving feedback drops the cached
+        # list), so the cache-only path needs no feedback read.
+        kept = [c for c in listed if c.item not in history.thumbs_down]
+        explain(loaded, kept, history)
         _recache(
             loaded,
             profile_id,
-            [external[i] for i in keep_ids],
-            scores[keep_ids],
+            [c.item for c in kept],
+            [c.score for c in kept],
             computed_at=history.read_at or time.time(),
+            because=[(c.anchor, c.verb) for c in kept],
         )
     blocked_ids = {str(loaded.item_ids[c]) for c in (blocked if blocked is not None else [])}
-    found = [
-        Candidate(item, float(score), algorithm)
-        for item, score in zip(external, scores.tolist(), strict=True)
-        if item not in blocked_ids
-    ]
+    found = [c for c in listed if c.item not in blocked_ids]
     if attribute:
         explain_blend(loaded, found[:depth], row, history, context)
     return found[:depth], "recomputed"

@@ -273,17 +273,19 @@ def _from_cache_only(
     loaded: LoadedModel, *, profile: Profile, n: int, rules: Rules, blocked: set[str], toplist=personal._UNREAD
 ) -> ListBuilder | None:
     """The hot path: the visitor's cached list, when it is certainly newer than anything they did,
-    explained from their training row; no read of their events or feedback (giving feedback drops
+    with the reasons stored in it (computed when it was published or recomputed); no read of their
+    events or feedback (giving feedback drops
     the cached list). None when that is not enough to fill the list: the full path decides.
     `toplist`: their precomputed list when the caller has read it already."""
     toplist = personal.fresh_toplist(loaded, profile, toplist)
     if toplist is None:
         return None
     builder = ListBuilder(n=n, rules=rules, blocked=blocked, category="")
-    builder.add_ranked(toplist.item_ids, toplist.scores, loaded.algorithm)
+    builder.add_ranked(toplist.item_ids, toplist.scores, loaded.algorithm, because=toplist.because)
     if not builder.full:  # the rules left too few: the full path pads it (session, trending ...)
         return None
-    personal.explain_cached(loaded, builder.kept, profile.pk)
+    if toplist.slots is None:  # stored before lists carried their reasons
+        personal.explain_cached(loaded, builder.kept, profile.pk)
     builder.fetch(c.anchor for c in builder.kept)
     return builder
 

@@ -11,9 +11,11 @@ command sent once more. Errors are redis-py's (RedisError, OSError).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
+import time
 from typing import Any
 
 from django.core.cache import cache
@@ -104,3 +106,209 @@ def hot_script(client, source: str, keys: list[str], args: list) -> Any:
         return hot_command(client, "EVALSHA", sha, len(keys), *keys, *args)
     except NoScriptError:
         return hot_command(client, "EVAL", source, len(keys), *keys, *args)
+
+
+# ---- near cache: values kept in the process while Redis says they have not changed -----------------
+# Redis's server-assisted client-side caching (CLIENT TRACKING, Redis 6+), in broadcasting mode: each
+# process keeps one connection of its own that asks Redis for the names of every key written under
+# the near cache's prefixes (`CLIENT TRACKING ON REDIRECT <itself> BCAST PREFIX ...`, subscribed to
+# `__redis__:invalidate`), whoever writes them, deletes them or lets them expire, and for database
+# flushes. Before answering from memory, a request reads whatever invalidations have arrived (a
+# non-blocking read of that socket). Redis sends an invalidation in the same pass as its reply to
+# the write, so it is there before any request that write caused can arrive; and a process forgets
+# the keys it writes itself at once (`near_forget`).
+# Only that one connection matters: when it breaks or goes silent (it is pinged when idle), the near
+# cache is emptied and every read goes to Redis until it is back. Entries also age out
+# (`RECOMMENDERS_SERVE_NEAR_CACHE_SECONDS`), bounding what a connection that died without a sign
+# could leave behind. Without Redis, or with the setting at 0, every read goes to Redis.
+# Every process is told of every write under the prefixes (Redis gathers a pass's keys into one
+# message): the price of not tracking each read key by key, which a hot connection breaking would
+# silently end.
+
+_NEAR_BOUND = 50_000  # entries; emptied wholesale beyond (like the other per-process memos)
+_NEAR_RECENT_BOUND = 20_000  # invalidated keys remembered, so a read racing one is not kept
+_NEAR_IDLE_PING = 10.0  # seconds without a word from Redis on the invalidation connection: ping it
+_NEAR_PING_TIMEOUT = 5.0  # ... and no answer this long after: it is broken
+_NEAR_RETRY = 1.0  # seconds between attempts to (re)connect it
+_MISSING = object()
+
+
+class _Near:
+    """A process's near cache for keys under some prefixes, and the connection its invalidations
+    arrive on."""
+
+    def __init__(self, client, prefixes: tuple[str, ...], ttl: float) -> None:
+        self.client, self.prefixes, self.ttl = client, prefixes, ttl
+        self.lock = threading.Lock()
+        self.values: dict[str, tuple[Any, float]] = {}
+        self.conn = self.sock = self.reader = None
+        self.client_id = 0
+        self.seq = 0  # bumped by every invalidation: what a read started before may not keep
+        self.recent: dict[str, int] = {}  # key -> seq of its last invalidation
+        self.forgotten = 0  # seq before which `recent` was emptied (or everything invalidated)
+        self.retry_at = 0.0
+        self.heard_at = 0.0
+        self.ping_at: float | None = None
+
+    def _connect(self) -> None:
+        import hiredis
+
+        pool = self.client.get_client(write=True).connection_pool
+        conn = pool.connection_class(**pool.connection_kwargs)
+        conn.connect()
+        conn.send_command("CLIENT", "ID")
+        client_id = int(conn.read_response())
+        tracking = ["CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST"]
+        for prefix in self.prefixes:
+            tracking += ["PREFIX", prefix]
+        conn.send_command(*tracking)
+        conn.read_response()
+        conn.send_command("SUBSCRIBE", "__redis__:invalidate")
+        sock = conn._sock  # raw from here on: redis-py's parser hands pub/sub messages elsewhere
+        reader = hiredis.Reader()
+        sock.settimeout(5.0)
+        while reader.gets() is False:  # the subscription's confirmation
+            data = sock.recv(4096)
+            if not data:
+                raise ConnectionError("invalidation connection closed")
+            reader.feed(data)
+        sock.setblocking(False)
+        self.conn, self.sock, self.reader, self.client_id = conn, sock, reader, client_id
+        self._invalidate_all()  # whatever changed while there was no connection
+        self.heard_at, self.ping_at = time.monotonic(), None
+
+    def _invalidate_all(self) -> None:
+        self.seq += 1
+        self.values.clear()
+        self.recent.clear()
+        self.forgotten = self.seq
+
+    def broken(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.disconnect()
+        self.conn = self.sock = self.reader = None
+        self._invalidate_all()
+        self.retry_at = time.monotonic() + _NEAR_RETRY
+
+    def drain(self) -> bool:
+        """Apply the invalidations that have arrived (under `lock`); False when the near cache
+        cannot be trusted now (no invalidation connection): read Redis instead."""
+        now = time.monotonic()
+        if self.conn is None:
+            if now < self.retry_at:
+                return False
+            try:
+                self._connect()
+            except Exception:
+                self.broken()
+                return False
+        try:
+            while True:
+                try:
+                    data = self.sock.recv(262144)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as error:  # ssl's "want read" is an OSError too
+                    if type(error).__name__ == "SSLWantReadError":
+                        break
+                    raise
+                if not data:
+                    raise ConnectionError("invalidation connection closed")
+                self.reader.feed(data)
+                self.heard_at, self.ping_at = now, None
+            while (message := self.reader.gets()) is not False:
+                self._apply(message)
+            if self.ping_at is not None and now - self.ping_at > _NEAR_PING_TIMEOUT:
+                raise ConnectionError("invalidation connection silent")
+            if self.ping_at is None and now - self.heard_at > _NEAR_IDLE_PING:
+                self.sock.send(b"*1\r\n$4\r\nPING\r\n")
+                self.ping_at = now
+        except Exception:
+            self.broken()
+            return False
+        return True
+
+    def _apply(self, message) -> None:
+        # RESP2 pub/sub: ["message", "__redis__:invalidate", keys]; keys None: a flush. (A ping's
+        # answer is ["pong", ""].)
+        if not isinstance(message, list) or len(message) < 2 or message[0] not in (b"message", b"invalidate"):
+            return
+        keys = message[-1]
+        if not isinstance(keys, list):
+            self._invalidate_all()
+            return
+        self.seq += 1
+        if len(self.recent) + len(keys) > _NEAR_RECENT_BOUND:
+            self.recent.clear()
+            self.forgotten = self.seq
+        for key in keys:
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            self.values.pop(name, None)
+            self.recent[name] = self.seq
+
+    def keep(self, keys: list[str], values: list, since: int) -> None:
+        """Keep values read by a request that started at `since` (a seq), unless an invalidation
+        of one of them has been applied meanwhile."""
+        if self.forgotten > since or any(self.recent.get(key, 0) > since for key in keys):
+            return
+        if len(self.values) + len(keys) > _NEAR_BOUND:
+            self.values.clear()
+        expires = time.monotonic() + self.ttl
+        for key, value in zip(keys, values, strict=True):
+            self.values[key] = (value, expires)
+
+
+_near_state: dict[tuple[int, int, tuple[str, ...]], _Near] = {}
+
+
+def _near(client, prefixes: tuple[str, ...]) -> _Near | None:
+    from django.conf import settings
+
+    ttl = float(getattr(settings, "RECOMMENDERS_SERVE_NEAR_CACHE_SECONDS", 0) or 0)
+    if ttl <= 0:
+        return None
+    owner = (id(client), os.getpid(), prefixes)
+    state = _near_state.get(owner)
+    if state is None:
+        state = _near_state.setdefault(owner, _Near(client, prefixes, ttl))
+    return state
+
+
+def near_mget(client, keys: list[str], *, prefixes: tuple[str, ...]) -> list:
+    """MGET of these (full) keys, each under one of `prefixes` (full key prefixes, the same ones on
+    every call), raw values: from the process's near cache when it holds them all, else from Redis
+    over the thread's hot connection, and kept until Redis says one of them changed."""
+    state = _near(client, prefixes)
+    if state is None or not all(key.startswith(prefixes) for key in keys):
+        return hot_command(client, "MGET", *keys)
+    with state.lock:
+        trusted = state.drain()
+        if trusted:
+            now = time.monotonic()
+            found = [state.values.get(key, (_MISSING, 0.0)) for key in keys]
+            if all(value is not _MISSING and expires > now for value, expires in found):
+                return [value for value, _ in found]
+            since = state.seq
+    values = hot_command(client, "MGET", *keys)
+    if trusted:
+        with state.lock:
+            if state.drain():
+                state.keep(keys, values, since)
+    return values
+
+
+def near_forget(keys: list[str] | None = None) -> None:
+    """Drop these (full) keys from this process's near caches, every key when None: a process
+    writing a key forgets it at once, without waiting for Redis's invalidation."""
+    for (_, pid, _), state in list(_near_state.items()):
+        if pid != os.getpid():
+            continue
+        with state.lock:
+            if keys is None:
+                state._invalidate_all()
+            else:
+                state.seq += 1
+                for key in keys:
+                    state.values.pop(key, None)
+                    state.recent[key] = state.seq

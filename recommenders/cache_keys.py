@@ -29,7 +29,12 @@ def toplist(config_key: str, version: int, profile_id: int) -> str:
 
 def toplist_prefix(config_key: str, version: int) -> str:
     """The lists of one model version: their keys are this followed by the profile id."""
-    return f"rec:v{VERSION}:top:{config_key}:{version}:"
+    return f"{toplists_prefix()}{config_key}:{version}:"
+
+
+def toplists_prefix() -> str:
+    """Every precomputed list's key starts with this."""
+    return f"rec:v{VERSION}:top:"
 
 
 def live_pointer(config_key: str) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.core.cache import cache
 
-from personalization.hot_redis import hot_command, redis_client
+from personalization.hot_redis import hot_command, near_forget, redis_client
 from recommenders import cache_keys
 
 logger = logging.getLogger(__name__)
@@ -248,6 +248,7 @@ def toplist_set(
         cache.set(key, value, ttl)
         return
     hot_command(inner, "SET", cache.make_key(key), inner.encode(value), "EX", ttl)
+    near_forget([cache.make_key(key)])  # other processes hear it from Redis
 
 
 def toplists_forget_profile(*, profile_id: int) -> None:

@@ -42,10 +42,12 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
 
 
 def _cache_clear() -> None:
+    from personalization.hot_redis import near_forget
     from recommenders.services.catalogue import items_stub_forget
     from recommenders.serving.served import served_local_clear
 
     served_local_clear()
+    near_forget()
     items_stub_forget()  # the ids a test's items had: the next test's database has none of them
     if hasattr(cache, "delete_pattern"):
         cache.delete_pattern("*")

@@ -103,3 +103,139 @@ def test_a_visitor_stamp_is_written_with_the_caches_encoding():
     assert before <= visitor_stamp(41) <= time.time() and visitor_stamp(42) == visitor_stamp(41)
     redis = cache.client.get_client()
     assert 0 < redis.ttl(cache.make_key(visitor_stamp_key(41))) <= 24 * 3600 + 60
+
+
+# ---- the near cache --------------------------------------------------------------------------------
+
+PREFIXES = ("pz-near-a:", "pz-near-b:")
+
+
+@pytest.fixture
+def near(settings, monkeypatch):
+    """The near cache with its own prefixes (keys no other test writes), the hot connection's
+    MGETs counted: a read answered from memory sends none."""
+    settings.RECOMMENDERS_SERVE_NEAR_CACHE_SECONDS = 30.0
+    hot_redis.near_forget()
+    reads = []
+    real = hot_redis.hot_command
+    monkeypatch.setattr(hot_redis, "hot_command", lambda client, *args: (reads.append(args[0]), real(client, *args))[1])
+    client = redis_client()
+    other = client.get_client(write=True)  # another connection: another process, as far as Redis knows
+
+    def get(*keys):
+        return hot_redis.near_mget(client, list(keys), prefixes=PREFIXES)
+
+    yield get, other, reads
+    other.delete(*[f"{p}{k}" for p in PREFIXES for k in "xyz"])
+
+
+def _state():
+    return next(s for (_, pid, prefixes), s in hot_redis._near_state.items() if prefixes == PREFIXES)
+
+
+def test_a_value_read_once_is_answered_from_memory_until_another_client_changes_it(near):
+    get, other, reads = near
+    other.set("pz-near-a:x", b"1")
+    assert get("pz-near-a:x", "pz-near-b:x") == [b"1", None]
+    assert get("pz-near-a:x", "pz-near-b:x") == [b"1", None]
+    assert reads == ["MGET"]  # the second from memory
+    other.set("pz-near-a:x", b"2")  # Redis tells the process: the next read goes to Redis
+    assert get("pz-near-a:x", "pz-near-b:x") == [b"2", None]
+    other.set("pz-near-b:x", b"3")  # a missing key that appears
+    assert get("pz-near-a:x", "pz-near-b:x") == [b"2", b"3"]
+    other.delete("pz-near-a:x")
+    assert get("pz-near-a:x", "pz-near-b:x") == [None, b"3"]
+    other.set("pz-near-b:x", b"4", px=50)
+    assert get("pz-near-b:x") == [b"4"]
+    time.sleep(0.2)
+    other.get("pz-near-b:x")  # an expired key is invalidated when Redis notices it has expired
+    assert get("pz-near-b:x") == [None]
+    assert reads == ["MGET"] * 6
+    assert get("pz-near-a:x", "pz-near-b:x") == [None, None] and len(reads) == 6
+
+
+def test_a_flush_empties_it_and_keys_outside_its_prefixes_are_never_kept(near):
+    get, other, reads = near
+    other.set("pz-near-a:y", b"1")
+    get("pz-near-a:y")
+    other.flushdb()
+    assert get("pz-near-a:y") == [None] and reads == ["MGET", "MGET"]
+    other.set("pz-near-c:y", b"5")
+    assert hot_redis.near_mget(redis_client(), ["pz-near-c:y"], prefixes=PREFIXES) == [b"5"]
+    assert hot_redis.near_mget(redis_client(), ["pz-near-c:y"], prefixes=PREFIXES) == [b"5"]
+    assert reads[-2:] == ["MGET", "MGET"]
+    other.delete("pz-near-c:y")
+
+
+def test_a_value_changed_while_it_was_being_read_is_not_kept(near, monkeypatch):
+    get, other, _ = near
+    other.set("pz-near-a:z", b"old")
+    real = hot_redis.hot_command
+
+    def racing(client, *args):
+        answer = real(client, *args)  # Redis answered "old" ...
+        other.set("pz-near-a:z", b"new")  # ... and another client wrote before the answer was kept
+        return answer
+
+    monkeypatch.setattr(hot_redis, "hot_command", racing)
+    assert get("pz-near-a:z") == [b"old"]
+    monkeypatch.setattr(hot_redis, "hot_command", real)
+    assert get("pz-near-a:z") == [b"new"]
+
+
+def test_a_process_forgets_what_it_writes_itself_at_once(near, monkeypatch):
+    get, other, reads = near
+    other.set("pz-near-a:x", b"1")
+    get("pz-near-a:x")
+    monkeypatch.setattr(hot_redis._Near, "drain", lambda self: True)  # no invalidation is read
+    other.set("pz-near-a:x", b"2")
+    assert get("pz-near-a:x") == [b"1"]  # what the cache would answer without being told
+    hot_redis.near_forget(["pz-near-a:x"])
+    assert get("pz-near-a:x") == [b"2"] and reads == ["MGET", "MGET"]
+
+
+def test_when_its_connection_breaks_or_goes_silent_it_is_emptied_and_made_again(near):
+    get, other, reads = near
+    other.set("pz-near-a:x", b"1")
+    get("pz-near-a:x")
+    state = _state()
+    other.client_kill_filter(_id=state.client_id)
+    other.set("pz-near-a:x", b"2")  # nobody tells the process: its connection is gone
+    assert get("pz-near-a:x") == [b"2"]  # it noticed, emptied the cache and read Redis
+    time.sleep(hot_redis._NEAR_RETRY + 0.05)
+    assert get("pz-near-a:x") == [b"2"] and get("pz-near-a:x") == [b"2"]  # connected again, kept again
+    assert reads == ["MGET", "MGET", "MGET"]
+    other.set("pz-near-a:x", b"3")
+    assert get("pz-near-a:x") == [b"3"]
+    # A connection that stops answering: pinged when idle, broken when the answer does not come.
+    state.ping_at = time.monotonic() - hot_redis._NEAR_PING_TIMEOUT - 1
+    assert get("pz-near-a:x") == [b"3"] and state.conn is None and not state.values
+    state.retry_at = 0.0
+    get("pz-near-a:x")
+    idle_since = state.heard_at = time.monotonic() - hot_redis._NEAR_IDLE_PING - 1
+    get("pz-near-a:x")  # pings it
+    deadline = time.monotonic() + 2
+    while state.heard_at == idle_since and time.monotonic() < deadline:  # the answer arrives
+        time.sleep(0.01)
+        with state.lock:
+            state.drain()
+    assert state.heard_at > idle_since and state.ping_at is None and state.conn is not None
+
+
+def test_without_the_setting_every_read_goes_to_redis(near, settings):
+    get, other, reads = near
+    settings.RECOMMENDERS_SERVE_NEAR_CACHE_SECONDS = 0
+    other.set("pz-near-a:y", b"1")
+    assert get("pz-near-a:y") == get("pz-near-a:y") == [b"1"] and reads == ["MGET", "MGET"]
+
+
+def test_entries_age_out(near, settings, monkeypatch):
+    get, other, reads = near
+    other.set("pz-near-a:y", b"1")
+    get("pz-near-a:y")
+    monkeypatch.setattr(_state(), "ttl", 0.05)
+    get("pz-near-a:y")  # still the old lifetime
+    hot_redis.near_forget(["pz-near-a:y"])
+    get("pz-near-a:y")
+    time.sleep(0.1)
+    assert get("pz-near-a:y") == [b"1"] and reads == ["MGET", "MGET", "MGET"]

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.cache import cache
 from scipy import sparse
 
-from personalization.hot_redis import hot_command, redis_client
+from personalization.hot_redis import near_mget, redis_client
 from recommenders import cache_keys, store
 from recommenders.algorithms import topn
 from recommenders.algorithms.base import UserContext
@@ -213,7 +213,8 @@ def toplist_and_stamp(
     loaded: LoadedModel, profile_id: int, prefetched: tuple | None = None
 ) -> tuple[store.TopList | None, object]:
     """The visitor's precomputed list and their profile's change stamp (see
-    `visitors.visitors_changed`) in one round trip: the hot path confirms a cached visitor with it."""
+    `visitors.visitors_changed`) in one round trip, or none while the process's near cache holds
+    both unchanged: the hot path confirms a cached visitor with it."""
     from recommenders.serving.visitors import UNREADABLE, visitor_stamp_key
 
     if prefetched is not None and prefetched[0] == cache_keys.toplist_prefix(loaded.config_key, loaded.version):
@@ -225,7 +226,7 @@ def toplist_and_stamp(
         if client is None:
             found = cache.get_many([key, stamp_key])
             return store._decode(found.get(key)), found.get(stamp_key)
-        raw, stamp = hot_command(client, "MGET", cache.make_key(key), cache.make_key(stamp_key))
+        raw, stamp = near_mget(client, [cache.make_key(key), cache.make_key(stamp_key)], prefixes=_near_prefixes())
     except CACHE_ERRORS:
         logger.warning("cache unreachable reading the list of profile %s: recomputing from the model", profile_id)
         return None, UNREADABLE
@@ -233,6 +234,14 @@ def toplist_and_stamp(
         store._decode(client.decode(raw) if raw is not None else None),
         client.decode(stamp) if stamp is not None else None,
     )
+
+
+def _near_prefixes() -> tuple[str, ...]:
+    """What the hot path keeps in the process's near cache (`hot_redis.near_mget`): the visitors'
+    lists and change stamps, as long as Redis says they have not changed."""
+    from recommenders.serving.visitors import visitor_stamp_key_prefix
+
+    return cache.make_key(cache_keys.toplists_prefix()), cache.make_key(visitor_stamp_key_prefix())
 
 
 _UNREAD = object()

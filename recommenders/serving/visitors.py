@@ -17,7 +17,7 @@ from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
-from personalization.hot_redis import hot_pipeline, hot_script, redis_client
+from personalization.hot_redis import hot_pipeline, hot_script, near_forget, redis_client
 from privacy.consent import State, collection_allowed
 from privacy.services.consent import consent_states, purposes
 from recommenders import cache_keys
@@ -175,7 +175,9 @@ def visitors_changed(profile_ids) -> None:
         # Every event request stamps its visitor: one write on the thread's own connection (through
         # the cache API's pool this cost ~0.3 ms of CPU per request, as much as the rest of a stamp).
         value, ttl = client.encode(now), VISITOR_TTL + 60
-        hot_pipeline(client, [("SET", cache.make_key(key), value, "EX", ttl) for key in stamps])
+        keys = [cache.make_key(key) for key in stamps]
+        hot_pipeline(client, [("SET", key, value, "EX", ttl) for key in keys])
+        near_forget(keys)  # other processes hear it from Redis
 
 
 def visitor_is_current(visitor: Visitor, stamp) -> bool:

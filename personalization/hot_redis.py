@@ -142,6 +142,7 @@ class _Near:
         self.lock = threading.Lock()
         self.values: dict[str, tuple[Any, float]] = {}
         self.conn = self.sock = self.reader = None
+        self.buffer = bytearray(65536)
         self.client_id = 0
         self.seq = 0  # bumped by every invalidation: what a read started before may not keep
         self.recent: dict[str, int] = {}  # key -> seq of its last invalidation
@@ -206,16 +207,16 @@ class _Near:
         try:
             while True:
                 try:
-                    data = self.sock.recv(262144)
+                    size = self.sock.recv_into(self.buffer)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as error:  # ssl's "want read" is an OSError too
                     if type(error).__name__ == "SSLWantReadError":
                         break
                     raise
-                if not data:
+                if not size:
                     raise ConnectionError("invalidation connection closed")
-                self.reader.feed(data)
+                self.reader.feed(self.buffer, 0, size)
                 self.heard_at, self.ping_at = now, None
             while (message := self.reader.gets()) is not False:
                 self._apply(message)
@@ -259,7 +260,7 @@ class _Near:
             self.values[key] = (value, expires)
 
 
-_near_state: dict[tuple[int, int, tuple[str, ...]], _Near] = {}
+_near_state: dict[tuple[tuple, int, tuple[str, ...]], _Near] = {}
 
 
 def _near(client, prefixes: tuple[str, ...]) -> _Near | None:
@@ -268,34 +269,61 @@ def _near(client, prefixes: tuple[str, ...]) -> _Near | None:
     ttl = float(getattr(settings, "RECOMMENDERS_SERVE_NEAR_CACHE_SECONDS", 0) or 0)
     if ttl <= 0:
         return None
-    owner = (id(client), os.getpid(), prefixes)
+    # One per process and Redis server, whichever thread asks: each thread has its own cache client.
+    kwargs = client.get_client(write=True).connection_pool.connection_kwargs
+    server = (kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), kwargs.get("db"), kwargs.get("username"))
+    owner = (server, os.getpid(), prefixes)
     state = _near_state.get(owner)
     if state is None:
         state = _near_state.setdefault(owner, _Near(client, prefixes, ttl))
+    state.ttl = ttl
     return state
 
 
-def near_mget(client, keys: list[str], *, prefixes: tuple[str, ...]) -> list:
+def near_mget(client, keys: list[str], *, prefixes: tuple[str, ...], decode=None) -> list:
     """MGET of these (full) keys, each under one of `prefixes` (full key prefixes, the same ones on
-    every call), raw values: from the process's near cache when it holds them all, else from Redis
-    over the thread's hot connection, and kept until Redis says one of them changed."""
-    state = _near(client, prefixes)
-    if state is None or not all(key.startswith(prefixes) for key in keys):
-        return hot_command(client, "MGET", *keys)
-    with state.lock:
-        trusted = state.drain()
-        if trusted:
-            now = time.monotonic()
-            found = [state.values.get(key, (_MISSING, 0.0)) for key in keys]
-            if all(value is not _MISSING and expires > now for value, expires in found):
-                return [value for value, _ in found]
-            since = state.seq
-    values = hot_command(client, "MGET", *keys)
-    if trusted:
+    every call): from the process's near cache when it holds them all, else from Redis over the
+    thread's hot connection, and kept until Redis says one of them changed. The values come back
+    raw, or as `decode(key, raw value)` gives them (what is kept, so it is decoded once)."""
+    state = _near(client, prefixes) if all(key.startswith(prefixes) for key in keys) else None
+    mark = None
+    if state is not None:
         with state.lock:
             if state.drain():
-                state.keep(keys, values, since)
+                now = time.monotonic()
+                found = [state.values.get(key, (_MISSING, 0.0)) for key in keys]
+                if all(value is not _MISSING and expires > now for value, expires in found):
+                    return [value for value, _ in found]
+                mark = (state, state.seq)
+    values = hot_command(client, "MGET", *keys)
+    if decode is not None:
+        values = [decode(key, value) for key, value in zip(keys, values, strict=True)]
+    near_keep(mark, keys, values)
     return values
+
+
+def near_since(client, prefixes: tuple[str, ...]):
+    """A mark to take before reading keys under `prefixes` some other way (a script): `near_keep`
+    with it keeps what was read unless Redis has said since that it changed. None when the near
+    cache is off or cannot be trusted now."""
+    state = _near(client, prefixes)
+    if state is None:
+        return None
+    with state.lock:
+        return (state, state.seq) if state.drain() else None
+
+
+def near_keep(mark, keys: list[str], values: list) -> None:
+    """Keep values of (full) keys read after `mark` (`near_since`) in the near cache, unless an
+    invalidation of one of them has arrived meanwhile."""
+    if mark is None:
+        return
+    state, since = mark
+    if not all(key.startswith(state.prefixes) for key in keys):
+        return
+    with state.lock:
+        if state.drain():
+            state.keep(keys, values, since)
 
 
 def near_forget(keys: list[str] | None = None) -> None:

@@ -3,6 +3,7 @@ scripts by hash, and what it does when Redis restarts, forgets its scripts or is
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -229,13 +230,45 @@ def test_without_the_setting_every_read_goes_to_redis(near, settings):
     assert get("pz-near-a:y") == get("pz-near-a:y") == [b"1"] and reads == ["MGET", "MGET"]
 
 
-def test_entries_age_out(near, settings, monkeypatch):
+def test_entries_age_out(near, settings):
     get, other, reads = near
     other.set("pz-near-a:y", b"1")
     get("pz-near-a:y")
-    monkeypatch.setattr(_state(), "ttl", 0.05)
+    settings.RECOMMENDERS_SERVE_NEAR_CACHE_SECONDS = 0.05
     get("pz-near-a:y")  # still the old lifetime
     hot_redis.near_forget(["pz-near-a:y"])
     get("pz-near-a:y")
     time.sleep(0.1)
     assert get("pz-near-a:y") == [b"1"] and reads == ["MGET", "MGET", "MGET"]
+
+
+def test_values_read_another_way_are_kept_unless_they_changed_after_the_mark(near):
+    get, other, reads = near
+    client = redis_client()
+    other.set("pz-near-a:x", b"1")
+    other.set("pz-near-a:y", b"1")
+    mark = hot_redis.near_since(client, PREFIXES)
+    values = other.mget("pz-near-a:x", "pz-near-a:y")  # e.g. inside a script
+    hot_redis.near_keep(mark, ["pz-near-a:x", "pz-near-a:y"], values)
+    assert get("pz-near-a:x", "pz-near-a:y") == [b"1", b"1"] and reads == []
+    mark = hot_redis.near_since(client, PREFIXES)
+    stale = other.get("pz-near-b:z")
+    other.set("pz-near-b:z", b"2")  # changed after it was read, before it is kept
+    hot_redis.near_keep(mark, ["pz-near-b:z"], [stale])
+    assert get("pz-near-b:z") == [b"2"] and reads == ["MGET"]
+
+
+def test_every_thread_of_a_process_shares_one_near_cache(near):
+    get, other, reads = near
+    other.set("pz-near-a:y", b"1")
+    get("pz-near-a:y")
+    answers = []
+
+    def elsewhere():  # another request thread: a cache client of its own
+        answers.append((redis_client(), hot_redis.near_mget(redis_client(), ["pz-near-a:y"], prefixes=PREFIXES)))
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join()
+    assert answers[0][0] is not redis_client() and answers[0][1] == [b"1"] and reads == ["MGET"]
+    assert len([k for k in hot_redis._near_state if k[2] == PREFIXES and k[1] == os.getpid()]) == 1

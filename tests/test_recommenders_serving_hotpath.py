@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recommenders import cache_keys
-from recommenders.serving.visitors import VISITOR_SKEW, visitor_by_anonymous_id
+from recommenders.serving.visitors import VISITOR_SKEW, visitor_by_anonymous_id, visitor_stamp_key
 from tests.recommenders_helpers import personalization_withdraw
 from tests.test_recommenders_serving import (  # noqa: F401
     _fresh,
@@ -269,9 +269,16 @@ def test_a_visitor_new_to_the_process_and_their_list_come_in_one_round_trip(clie
     monkeypatch.undo()
     assert body["strategy"] == again["strategy"] == third["strategy"] == "cached" and body["personalized"]
     assert first == ["EVALSHA"]  # the visitor, their list and their change stamp, in one script call
-    assert second == ["MGET"]  # remembered by the process: their list and stamp, kept in its near cache
-    assert trips == []  # unchanged since, as far as Redis has told the process
+    assert second == trips == []  # all remembered by the process: unchanged, as far as Redis has told it
     assert ids(third) == ids(again) == ids(body)
+    # A change to their stamp (an event of theirs, from another process as far as Redis knows): the
+    # next answer reads the list and stamp again.
+    stamp_key = cache.make_key(visitor_stamp_key(profile_by_anonymous_id("v8").pk))
+    cache.client.get_client(write=True).set(stamp_key, cache.client.encode(time.time()))
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    recommend(client_public, anonymous_id="v8", n=3)
+    monkeypatch.undo()
+    assert trips[0] == "MGET"
 
 
 @pytest.mark.django_db

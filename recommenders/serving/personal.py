@@ -16,14 +16,14 @@ from django.conf import settings
 from django.core.cache import cache
 from scipy import sparse
 
-from personalization.hot_redis import near_mget, redis_client
+from personalization.hot_redis import near_keep, near_mget, redis_client
 from recommenders import cache_keys, store
 from recommenders.algorithms import topn
 from recommenders.algorithms.base import UserContext
 from recommenders.algorithms.topn import best_anchors
 from recommenders.registry import LoadedModel
 from recommenders.serving.cache import CACHE_ERRORS
-from recommenders.serving.visitors import History
+from recommenders.serving.visitors import History, near_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -217,31 +217,33 @@ def toplist_and_stamp(
     both unchanged: the hot path confirms a cached visitor with it."""
     from recommenders.serving.visitors import UNREADABLE, visitor_stamp_key
 
-    if prefetched is not None and prefetched[0] == cache_keys.toplist_prefix(loaded.config_key, loaded.version):
-        _, raw, stamp = prefetched  # read with the visitor, in the same round trip
-        return store._decode(cache.client.decode(raw) if raw is not None else None), stamp
     key, stamp_key = cache_keys.toplist(loaded.config_key, loaded.version, profile_id), visitor_stamp_key(profile_id)
+    if prefetched is not None and prefetched[0] == cache_keys.toplist_prefix(loaded.config_key, loaded.version):
+        _, raw, stamp, mark = prefetched  # read with the visitor, in the same round trip
+        toplist = _near_decode(cache.make_key(key), raw)
+        if mark is not None and stamp is not UNREADABLE:  # the visitor's next page view needs no round trip
+            near_keep(mark, [cache.make_key(key), cache.make_key(stamp_key)], [toplist, stamp])
+        return toplist, stamp
     client = redis_client()
     try:
         if client is None:
             found = cache.get_many([key, stamp_key])
             return store._decode(found.get(key)), found.get(stamp_key)
-        raw, stamp = near_mget(client, [cache.make_key(key), cache.make_key(stamp_key)], prefixes=_near_prefixes())
+        toplist, stamp = near_mget(
+            client, [cache.make_key(key), cache.make_key(stamp_key)], prefixes=near_prefixes(), decode=_near_decode
+        )
     except CACHE_ERRORS:
         logger.warning("cache unreachable reading the list of profile %s: recomputing from the model", profile_id)
         return None, UNREADABLE
-    return (
-        store._decode(client.decode(raw) if raw is not None else None),
-        client.decode(stamp) if stamp is not None else None,
-    )
+    return toplist, stamp
 
 
-def _near_prefixes() -> tuple[str, ...]:
-    """What the hot path keeps in the process's near cache (`hot_redis.near_mget`): the visitors'
-    lists and change stamps, as long as Redis says they have not changed."""
-    from recommenders.serving.visitors import visitor_stamp_key_prefix
-
-    return cache.make_key(cache_keys.toplists_prefix()), cache.make_key(visitor_stamp_key_prefix())
+def _near_decode(key: str, raw):
+    """A list or a change stamp as read (see `toplist_and_stamp`), decoded once for the near cache."""
+    if raw is None:
+        return None
+    value = cache.client.decode(raw)
+    return store._decode(value) if key.startswith(near_prefixes()[0]) else value
 
 
 _UNREAD = object()

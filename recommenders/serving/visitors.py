@@ -5,6 +5,7 @@ few indexed queries so the hot path stays in milliseconds."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
-from personalization.hot_redis import hot_pipeline, hot_script, near_forget, redis_client
+from personalization.hot_redis import hot_pipeline, hot_script, near_forget, near_since, redis_client
 from privacy.consent import State, collection_allowed
 from privacy.services.consent import consent_states, purposes
 from recommenders import cache_keys
@@ -70,8 +71,9 @@ class Visitor:
     read_at: float | None = None
     kind: str = ""
     values: tuple[str, ...] = ()
-    # (toplist key prefix, the list's raw value, the raw change stamp) read in the same round trip
-    # as the visitor (see `visitor_cached`); never kept in the memo.
+    # (toplist key prefix, the list's raw value, the change stamp, the near cache's mark taken before
+    # the read or None) read in the same round trip as the visitor (see `visitor_cached`); never kept
+    # in the memo.
     prefetched: tuple | None = field(default=None, compare=False, repr=False)
 
 
@@ -158,6 +160,13 @@ def visitor_stamp_key_prefix() -> str:
 
 def visitor_stamp_key(profile_id: int) -> str:
     return f"{visitor_stamp_key_prefix()}{profile_id}"
+
+
+@functools.cache
+def near_prefixes() -> tuple[str, ...]:
+    """What the hot path keeps in the process's near cache (`hot_redis.near_mget`): the visitors'
+    lists and change stamps (full keys), as long as Redis says they have not changed."""
+    return cache.make_key(cache_keys.toplists_prefix()), cache.make_key(visitor_stamp_key_prefix())
 
 
 def visitors_changed(profile_ids) -> None:
@@ -356,11 +365,13 @@ def visitor_cached(kind: str, values: list[str], *, toplist_prefix: str = "") ->
     if remembered is not None and remembered.values == ids:
         return remembered
     client = redis_client()
+    mark = None
     if client is None:
         entry = safe_get(visitor_key(kind, ids[0]))
         found = (entry, UNREADABLE, UNREADABLE)
     else:
         try:
+            mark = near_since(client, near_prefixes()) if toplist_prefix else None
             raw, toplist, stamp = hot_script(
                 client,
                 _RESOLVE,
@@ -381,14 +392,14 @@ def visitor_cached(kind: str, values: list[str], *, toplist_prefix: str = "") ->
             _local.set((kind, ids[0]), visitor)
             if toplist_prefix and toplist is not UNREADABLE:  # read by the script, stamp included
                 stamp = None if stamp is None else client.decode(stamp)
-                return replace(visitor, prefetched=(toplist_prefix, toplist, stamp))
+                return replace(visitor, prefetched=(toplist_prefix, toplist, stamp, mark))
             return visitor
     read_at = time.time()
     visitor = _lookup(kind, values)
     if visitor is None:
         return None
     toplist = _remember(kind, ids, visitor, read_at, toplist_prefix=toplist_prefix)
-    prefetched = (toplist_prefix, toplist, None) if toplist_prefix and toplist is not UNREADABLE else None
+    prefetched = (toplist_prefix, toplist, None, None) if toplist_prefix and toplist is not UNREADABLE else None
     return Visitor(visitor.profile, visitor.consent, kind=kind, values=ids, prefetched=prefetched)
 
 

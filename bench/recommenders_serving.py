@@ -15,7 +15,11 @@ budgets and soft deadlines, bench/wrk/common.lua) on a database of its own,
 4. three endpoints, each after a warm-up, each twice: flat out (`--connections` connections, each
    sending again as soon as it is answered: the throughput), then paced at half that throughput
    (requests on a fixed schedule, each timed from when it was due: the latency a site sees
-   when the servers are not saturated; at saturation p99 only measures the queue of 8 requests):
+   when the servers are not saturated; at saturation p99 only measures the queue of 8 requests).
+   The floor's and the cached lists' throughputs, whose ratio is a goal, are measured in SLICES
+   alternating slices of each (floor, cached, floor, ...): this machine's speed drifts by tens of
+   percent over seconds, and measured one after the other the two endpoints met different
+   machines. The report gives each slice pair's ratio too:
 
    floor       POST /bench/floor                      the same DRF stack and key check, nothing else
    cached      GET /api/v1/recommendations (pool A)   visitors whose published list is fresh
@@ -65,6 +69,8 @@ GOAL_RECOMPUTE_P99_MS = 50.0
 # Latency is measured at this share of each endpoint's own flat-out throughput: p99 at saturation only
 # says how long the queue of `--connections` requests is.
 PACED_SHARE = 0.5
+# The floor's and the cached lists' throughputs are measured in this many alternating slices each.
+SLICES = 6
 CATEGORIES = ["shoes", "jackets", "bags", "accessories", "shirts", "trousers", "outdoor", "kids"]
 POOL_A = "bench-cached-"
 POOL_B = "bench-stale-"
@@ -214,9 +220,30 @@ def lua_script(workdir: Path, name: str, *, prefix: str, pool: int, mode: str, b
 
 
 def strategies(workdir: Path, prefix: str) -> dict[str, int]:
-    text = (workdir / f"{prefix}.wrk.txt").read_text(errors="replace")
+    path = workdir / f"{prefix}.wrk.txt"
+    if not path.exists():
+        return {}
+    text = path.read_text(errors="replace")
     line = next((ln for ln in text.splitlines() if ln.startswith("PZSTRAT ")), None)
     return json.loads(line[len("PZSTRAT ") :]) if line else {}
+
+
+def merge_parts(name: str, label: str, parts: list) -> ingest.PhaseResult:
+    """One endpoint's slices as one phase: requests and time summed; the latencies flat out are the
+    median slice's p50 and the worst slice's p99 (no goal reads them: the paced phases measure latency)."""
+    data = {
+        "answered": sum(p["answered"] for p in parts),
+        "sent": sum(p["sent"] for p in parts),
+        "bad": sum(p["bad"] for p in parts),
+        "elapsed_s": sum(p.elapsed for p in parts),
+        "latency_ms": {
+            "p50": sorted(p["latency_ms"]["p50"] for p in parts)[len(parts) // 2],
+            "p99": max(p["latency_ms"]["p99"] for p in parts),
+        },
+    }
+    merged = ingest.PhaseResult(name, label, name, False, 1, data)
+    merged.ended_by = ", ".join(sorted({p.ended_by for p in parts}))
+    return merged
 
 
 # ---- where the machine's CPU goes during a phase ----------------------------------------------------
@@ -474,12 +501,10 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         cpu: dict[str, dict[str, float]] = {}
         paced: dict[str, ingest.PhaseResult] = {}
+        slices: dict[str, list] = {}
 
-        def measured(name: str, label: str, script: str, budget: ingest.Budget, *, room: int | None = None):
-            """Throughput (closed loop), then latency paced at PACED_SHARE of that throughput."""
-            before = cpu_seconds()
-            result = run.phase(server, script, name, label, name, budget, stores=False)
-            cpu[name] = cpu_per_request(before, cpu_seconds(), result["answered"])
+        def paced_after(name: str, label: str, script: str, result, *, room: int | None = None) -> None:
+            """Latency paced at PACED_SHARE of the throughput measured."""
             rate = max(1.0, result.req_per_s * PACED_SHARE)
             requests = int(rate * plan.paced_seconds)
             if room is not None:
@@ -488,13 +513,50 @@ def main(argv: list[str] | None = None) -> int:
                 server, paced_script.get(name, script), f"{name} paced", label, f"{name}.paced",
                 ingest.Budget(requests, plan.paced_seconds), stores=False, rate=rate,
             )  # fmt: skip
+
+        def measured(name: str, label: str, script: str, budget: ingest.Budget, *, room: int | None = None):
+            """Throughput (closed loop), then latency paced at PACED_SHARE of that throughput."""
+            before = cpu_seconds()
+            result = run.phase(server, script, name, label, name, budget, stores=False)
+            cpu[name] = cpu_per_request(before, cpu_seconds(), result["answered"])
+            paced_after(name, label, script, result, room=room)
             return result
+
+        def alternating(endpoints: list[tuple[str, str, str, ingest.Budget]]) -> list:
+            """Throughput of endpoints in alternating slices (SLICES of each, same share of their budget):
+            the machine's speed drifts over seconds, and each endpoint then samples the same drift."""
+            parts: dict[str, list] = {name: [] for name, *_ in endpoints}
+            used: dict[str, dict[str, float]] = {name: {} for name, *_ in endpoints}
+            for index in range(SLICES):
+                for name, label, script, budget in endpoints:
+                    before = cpu_seconds()
+                    part = run.phase(
+                        server, script, f"{name} {index + 1}/{SLICES}", label, f"{name}.{index}",
+                        ingest.Budget(budget.requests // SLICES, budget.seconds / SLICES), stores=False,
+                    )  # fmt: skip
+                    after = cpu_seconds()
+                    for key, value in after.items():
+                        used[name][key] = used[name].get(key, 0.0) + value - before.get(key, 0.0)
+                    parts[name].append(part)
+            results = []
+            for name, label, _, _ in endpoints:
+                merged = merge_parts(name, label, parts[name])
+                cpu[name] = cpu_per_request({}, used[name], merged["answered"])
+                slices[name] = parts[name]
+                results.append(merged)
+            return results
 
         paced_script = {"recompute": str(paced_recompute_lua)}
         run.phase(server, floor_lua, "floor warm-up", "", "floor.warm", plan.warm, stores=False)
-        floor = measured("floor", "POST /bench/floor", floor_lua, plan.floor)
         cached_warm = run.phase(server, str(cached_lua), "cached warm-up", "", "cached.warm", plan.warm, stores=False)
-        cached = measured("cached", "GET /recommendations", str(cached_lua), plan.cached)
+        floor, cached = alternating(
+            [
+                ("floor", "POST /bench/floor", floor_lua, plan.floor),
+                ("cached", "GET /recommendations", str(cached_lua), plan.cached),
+            ]
+        )
+        paced_after("floor", "POST /bench/floor", floor_lua, floor)
+        paced_after("cached", "GET /recommendations", str(cached_lua), cached)
         recompute_warm = run.phase(
             server, str(warm_lua), "recompute warm-up", "", "recompute.warm", plan.warm, stores=False
         )
@@ -521,10 +583,11 @@ def main(argv: list[str] | None = None) -> int:
     served = {}
     for name in ("cached", "recompute"):
         counts = strategies(workdir, name)
-        for strategy, count in strategies(workdir, f"{name}.paced").items():
+        prefixes = [f"{name}.paced"] + [f"{name}.{i}" for i in range(SLICES) if name == "cached"]
+        for strategy, count in [item for prefix in prefixes for item in strategies(workdir, prefix).items()]:
             counts[strategy] = counts.get(strategy, 0) + count
         served[name] = counts
-    ok = report(plan, config, args, prepared, floor, cached, recompute, served, server, logged, cpu, paced)
+    ok = report(plan, config, args, prepared, floor, cached, recompute, served, server, logged, cpu, paced, slices)
     if args.profile:
         print("\n" + profiled, flush=True)
     if args.keep:
@@ -565,7 +628,7 @@ def served_rows() -> dict:
     return json.loads(line[len("PZSERVED ") :]) if line else {"rows": -1, "pending": -1}
 
 
-def report(plan, config, args, prepared, floor, cached, recompute, served, server, logged, cpu, paced) -> bool:
+def report(plan, config, args, prepared, floor, cached, recompute, served, server, logged, cpu, paced, slices) -> bool:
     def verdict(met: bool) -> str:
         return "met" if met else "MISSED"
 
@@ -611,9 +674,12 @@ def report(plan, config, args, prepared, floor, cached, recompute, served, serve
         lines.append("  " + f"{name:<10}" + "".join(f"{row.get(g, 0.0):10.3f}" for g in columns))
     ratio = cached.req_per_s / floor.req_per_s if floor.req_per_s else 0.0
     cached_p99, recompute_p99 = paced["cached"]["latency_ms"]["p99"], paced["recompute"]["latency_ms"]["p99"]
+    pairs = [c.req_per_s / f.req_per_s for f, c in zip(slices["floor"], slices["cached"], strict=True) if f.req_per_s]
     lines += [
         "",
-        f"  cached / floor throughput (flat out): {ratio:.2f} ({cached.req_per_s:,.1f} / {floor.req_per_s:,.1f} req/s)",
+        f"  cached / floor throughput (flat out, {SLICES} alternating slices of each): {ratio:.2f} "
+        f"({cached.req_per_s:,.1f} / {floor.req_per_s:,.1f} req/s); slice by slice: "
+        + " ".join(f"{r:.2f}" for r in pairs),
         "",
         f"  goals (latency paced at {PACED_SHARE:.0%} of each endpoint's own flat-out throughput, every request timed "
         "from its scheduled send)",

@@ -8,7 +8,7 @@ own connection (`personalization.hot_redis`). Without Redis (embedded mode, loca
 API does the same jobs.
 
 A list is one compact bytes value (read it with `toplist_get` / `toplists_get`, never by hand):
-the unix time it was computed, the float32 scores, each item's reason (which of up to 255 anchors,
+the unix time it was computed, the float32 scores, each item's reason (which of up to 254 anchors,
 the visitor's own items, explains it: "because you viewed X"), each anchor's verb, and the external
 ids (best first, items the user already interacted with left out), then the anchors' ids, joined
 by a separator no id contains. Bytes pickle at memcpy speed, which matters when a publish writes a

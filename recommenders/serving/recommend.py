@@ -274,8 +274,8 @@ def _from_cache_only(
 ) -> ListBuilder | None:
     """The hot path: the visitor's cached list, when it is certainly newer than anything they did,
     with the reasons stored in it (computed when it was published or recomputed); no read of their
-    events or feedback (giving feedback drops
-    the cached list). None when that is not enough to fill the list: the full path decides.
+    events or feedback (giving feedback drops the cached list). None when that is not enough to fill
+    the list: the full path decides.
     `toplist`: their precomputed list when the caller has read it already."""
     toplist = personal.fresh_toplist(loaded, profile, toplist)
     if toplist is None:

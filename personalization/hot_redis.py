@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import threading
 import time
 from typing import Any
 
 from django.core.cache import cache
+
+logger = logging.getLogger(__name__)
 
 
 def redis_client():
@@ -129,7 +132,8 @@ _NEAR_BOUND = 50_000  # entries; emptied wholesale beyond (like the other per-pr
 _NEAR_RECENT_BOUND = 20_000  # invalidated keys remembered, so a read racing one is not kept
 _NEAR_IDLE_PING = 10.0  # seconds without a word from Redis on the invalidation connection: ping it
 _NEAR_PING_TIMEOUT = 5.0  # ... and no answer this long after: it is broken
-_NEAR_RETRY = 1.0  # seconds between attempts to (re)connect it
+_NEAR_RETRY = 1.0  # seconds before trying to (re)connect it, doubled after each failed attempt ...
+_NEAR_RETRY_MAX = 60.0  # ... up to this
 _MISSING = object()
 
 
@@ -148,6 +152,7 @@ class _Near:
         self.recent: dict[str, int] = {}  # key -> seq of its last invalidation
         self.forgotten = 0  # seq before which `recent` was emptied (or everything invalidated)
         self.retry_at = 0.0
+        self.failures = 0  # connection attempts failed in a row
         self.heard_at = 0.0
         self.ping_at: float | None = None
 
@@ -184,13 +189,19 @@ class _Near:
         self.recent.clear()
         self.forgotten = self.seq
 
-    def broken(self) -> None:
+    def broken(self, *, connecting: bool = False) -> None:
+        """The invalidation connection is gone (or could not be made): forget everything, and try
+        again after a while, waiting twice as long after each failed attempt (up to a minute: a
+        Redis that refuses tracking, an older one or a proxy, is asked once a minute)."""
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 self.conn.disconnect()
         self.conn = self.sock = self.reader = None
         self._invalidate_all()
-        self.retry_at = time.monotonic() + _NEAR_RETRY
+        self.failures = self.failures + 1 if connecting else 0
+        if self.failures == 1:
+            logger.warning("near cache off: its invalidation connection to Redis could not be made", exc_info=True)
+        self.retry_at = time.monotonic() + min(_NEAR_RETRY * 2 ** max(self.failures - 1, 0), _NEAR_RETRY_MAX)
 
     def drain(self) -> bool:
         """Apply the invalidations that have arrived (under `lock`); False when the near cache
@@ -202,8 +213,9 @@ class _Near:
             try:
                 self._connect()
             except Exception:
-                self.broken()
+                self.broken(connecting=True)
                 return False
+            self.failures = 0
         try:
             while True:
                 try:

@@ -272,3 +272,31 @@ def test_every_thread_of_a_process_shares_one_near_cache(near):
     thread.join()
     assert answers[0][0] is not redis_client() and answers[0][1] == [b"1"] and reads == ["MGET"]
     assert len([k for k in hot_redis._near_state if k[2] == PREFIXES and k[1] == os.getpid()]) == 1
+
+
+def test_a_redis_that_refuses_tracking_is_asked_less_and_less_often_and_reads_go_to_it(near, monkeypatch, caplog):
+    get, other, reads = near
+    other.set("pz-near-a:x", b"1")
+    get("pz-near-a:x")
+    state = _state()
+    real = hot_redis._Near._connect
+
+    def refused(self):
+        raise CACHE_ERRORS[-1]("unknown command 'CLIENT TRACKING'")  # an old Redis, a proxy, an ACL
+
+    monkeypatch.setattr(hot_redis._Near, "_connect", refused)
+    other.client_kill_filter(_id=state.client_id)
+    assert get("pz-near-a:x") == [b"1"] and state.conn is None  # noticed: read from Redis
+    waits = []
+    for _ in range(4):
+        state.retry_at = 0.0
+        assert get("pz-near-a:x") == [b"1"]
+        waits.append(round(state.retry_at - time.monotonic()))
+    assert waits == [1, 2, 4, 8] and state.failures == 4
+    assert sum("near cache off" in r.message for r in caplog.records) == 1  # said once, not every time
+    monkeypatch.setattr(hot_redis._Near, "_connect", real)
+    state.retry_at = 0.0
+    get("pz-near-a:x")
+    assert state.conn is not None and state.failures == 0
+    reads.clear()
+    assert get("pz-near-a:x") == [b"1"] and reads == []  # kept again

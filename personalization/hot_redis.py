@@ -117,9 +117,10 @@ def hot_script(client, source: str, keys: list[str], args: list) -> Any:
 # the near cache's prefixes (`CLIENT TRACKING ON REDIRECT <itself> BCAST PREFIX ...`, subscribed to
 # `__redis__:invalidate`), whoever writes them, deletes them or lets them expire, and for database
 # flushes. Before answering from memory, a request reads whatever invalidations have arrived (a
-# non-blocking read of that socket). Redis sends an invalidation in the same pass as its reply to
-# the write, so it is there before any request that write caused can arrive; and a process forgets
-# the keys it writes itself at once (`near_forget`).
+# non-blocking read of that socket). Redis writes an invalidation in the same pass as its reply to
+# the writer (another socket write, microseconds later), so it is there before any request that
+# write caused can come in over HTTP; and a process forgets the keys it writes itself at once
+# (`near_forget`).
 # Only that one connection matters: when it breaks or goes silent (it is pinged when idle), the near
 # cache is emptied and every read goes to Redis until it is back. Entries also age out
 # (`RECOMMENDERS_SERVE_NEAR_CACHE_SECONDS`), bounding what a connection that died without a sign

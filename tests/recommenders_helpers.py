@@ -74,3 +74,31 @@ def config(**fields) -> RecommenderConfig:
     defaults = {"key": "default", "name": "Default", "algorithm": "itemknn", "params": {}, "is_default": True}
     defaults.update(fields)
     return RecommenderConfig.objects.create(**defaults)
+
+
+def near_seq(prefixes: tuple[str, ...]) -> int:
+    """How many invalidations this process's near cache for `prefixes` has applied (see `near_told`)."""
+    from personalization import hot_redis
+
+    states = [s for (_, pid, p), s in hot_redis._near_state.items() if p == prefixes]
+    return states[0].seq if states else 0
+
+
+def near_told(prefixes: tuple[str, ...], since: int, timeout: float = 2.0) -> None:
+    """Wait until Redis's invalidation of a write made by another connection has reached this
+    process's near cache (applied after `since`, a `near_seq`). Redis writes it in the same pass
+    as its reply to the writer, but the two are separate socket writes: a test reading right after
+    the reply could otherwise run between them."""
+    import time
+
+    from personalization import hot_redis
+
+    state = next(s for (_, pid, p), s in hot_redis._near_state.items() if p == prefixes)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with state.lock:
+            state.drain()
+            if state.seq > since:
+                return
+        time.sleep(0.001)
+    raise AssertionError("no invalidation reached the process")

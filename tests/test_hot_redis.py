@@ -14,6 +14,7 @@ from django.test import override_settings
 from personalization import hot_redis
 from personalization.hot_redis import hot_command, hot_pipeline, hot_script, redis_client
 from recommenders.serving.cache import CACHE_ERRORS
+from tests.recommenders_helpers import near_seq, near_told
 
 ECHO = "return {KEYS[1], ARGV[1], redis.call('GET', KEYS[1])}"
 
@@ -134,22 +135,30 @@ def _state():
     return next(s for (_, pid, prefixes), s in hot_redis._near_state.items() if prefixes == PREFIXES)
 
 
+def written(write, *args, **kwargs):
+    """A write by another connection, once its invalidation has reached this process."""
+    since = near_seq(PREFIXES)
+    answer = write(*args, **kwargs)
+    near_told(PREFIXES, since)
+    return answer
+
+
 def test_a_value_read_once_is_answered_from_memory_until_another_client_changes_it(near):
     get, other, reads = near
     other.set("pz-near-a:x", b"1")
     assert get("pz-near-a:x", "pz-near-b:x") == [b"1", None]
     assert get("pz-near-a:x", "pz-near-b:x") == [b"1", None]
     assert reads == ["MGET"]  # the second from memory
-    other.set("pz-near-a:x", b"2")  # Redis tells the process: the next read goes to Redis
+    written(other.set, "pz-near-a:x", b"2")  # Redis tells the process: the next read goes to Redis
     assert get("pz-near-a:x", "pz-near-b:x") == [b"2", None]
-    other.set("pz-near-b:x", b"3")  # a missing key that appears
+    written(other.set, "pz-near-b:x", b"3")  # a missing key that appears
     assert get("pz-near-a:x", "pz-near-b:x") == [b"2", b"3"]
-    other.delete("pz-near-a:x")
+    written(other.delete, "pz-near-a:x")
     assert get("pz-near-a:x", "pz-near-b:x") == [None, b"3"]
-    other.set("pz-near-b:x", b"4", px=50)
+    written(other.set, "pz-near-b:x", b"4", px=50)
     assert get("pz-near-b:x") == [b"4"]
     time.sleep(0.2)
-    other.get("pz-near-b:x")  # an expired key is invalidated when Redis notices it has expired
+    written(other.get, "pz-near-b:x")  # an expired key is invalidated when Redis notices it has expired
     assert get("pz-near-b:x") == [None]
     assert reads == ["MGET"] * 6
     assert get("pz-near-a:x", "pz-near-b:x") == [None, None] and len(reads) == 6
@@ -159,7 +168,7 @@ def test_a_flush_empties_it_and_keys_outside_its_prefixes_are_never_kept(near):
     get, other, reads = near
     other.set("pz-near-a:y", b"1")
     get("pz-near-a:y")
-    other.flushdb()
+    written(other.flushdb)
     assert get("pz-near-a:y") == [None] and reads == ["MGET", "MGET"]
     other.set("pz-near-c:y", b"5")
     assert hot_redis.near_mget(redis_client(), ["pz-near-c:y"], prefixes=PREFIXES) == [b"5"]
@@ -175,7 +184,7 @@ def test_a_value_changed_while_it_was_being_read_is_not_kept(near, monkeypatch):
 
     def racing(client, *args):
         answer = real(client, *args)  # Redis answered "old" ...
-        other.set("pz-near-a:z", b"new")  # ... and another client wrote before the answer was kept
+        written(other.set, "pz-near-a:z", b"new")  # ... and another client wrote before it was kept
         return answer
 
     monkeypatch.setattr(hot_redis, "hot_command", racing)
@@ -206,7 +215,7 @@ def test_when_its_connection_breaks_or_goes_silent_it_is_emptied_and_made_again(
     time.sleep(hot_redis._NEAR_RETRY + 0.05)
     assert get("pz-near-a:x") == [b"2"] and get("pz-near-a:x") == [b"2"]  # connected again, kept again
     assert reads == ["MGET", "MGET", "MGET"]
-    other.set("pz-near-a:x", b"3")
+    written(other.set, "pz-near-a:x", b"3")
     assert get("pz-near-a:x") == [b"3"]
     # A connection that stops answering: pinged when idle, broken when the answer does not come.
     state.ping_at = time.monotonic() - hot_redis._NEAR_PING_TIMEOUT - 1
@@ -253,7 +262,7 @@ def test_values_read_another_way_are_kept_unless_they_changed_after_the_mark(nea
     assert get("pz-near-a:x", "pz-near-a:y") == [b"1", b"1"] and reads == []
     mark = hot_redis.near_since(client, PREFIXES)
     stale = other.get("pz-near-b:z")
-    other.set("pz-near-b:z", b"2")  # changed after it was read, before it is kept
+    written(other.set, "pz-near-b:z", b"2")  # changed after it was read, before it is kept
     hot_redis.near_keep(mark, ["pz-near-b:z"], [stale])
     assert get("pz-near-b:z") == [b"2"] and reads == ["MGET"]
 

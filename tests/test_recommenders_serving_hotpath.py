@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recommenders import cache_keys
-from recommenders.serving.visitors import VISITOR_SKEW, visitor_by_anonymous_id, visitor_stamp_key
-from tests.recommenders_helpers import personalization_withdraw
+from recommenders.serving.visitors import VISITOR_SKEW, near_prefixes, visitor_by_anonymous_id, visitor_stamp_key
+from tests.recommenders_helpers import near_seq, near_told, personalization_withdraw
 from tests.test_recommenders_serving import (  # noqa: F401
     _fresh,
     catalogue,
@@ -274,7 +274,9 @@ def test_a_visitor_new_to_the_process_and_their_list_come_in_one_round_trip(clie
     # A change to their stamp (an event of theirs, from another process as far as Redis knows): the
     # next answer reads the list and stamp again.
     stamp_key = cache.make_key(visitor_stamp_key(profile_by_anonymous_id("v8").pk))
+    since = near_seq(near_prefixes())
     cache.client.get_client(write=True).set(stamp_key, cache.client.encode(time.time()))
+    near_told(near_prefixes(), since)
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
     recommend(client_public, anonymous_id="v8", n=3)
     monkeypatch.undo()

@@ -20,7 +20,6 @@ from personalization.hot_redis import near_keep, near_mget, redis_client
 from recommenders import cache_keys, store
 from recommenders.algorithms import topn
 from recommenders.algorithms.base import UserContext
-from recommenders.algorithms.topn import best_anchors
 from recommenders.registry import LoadedModel
 from recommenders.serving.cache import CACHE_ERRORS
 from recommenders.serving.visitors import History, near_prefixes
@@ -196,7 +195,7 @@ def explain(
     anchor_cols = np.asarray([col for col, _ in anchors], dtype=np.int64)
     # Similarity of each anchor to each candidate only (a top-k over the whole catalogue per anchor
     # cost more than the rest of a cached answer).
-    best = best_anchors(recommender, anchor_cols, cols)
+    best = topn.best_anchors(recommender, anchor_cols, cols)
     for col, a in zip(cols.tolist(), best.tolist(), strict=True):
         if a >= 0:
             wanted[col].anchor = str(loaded.item_ids[anchors[a][0]])
@@ -286,14 +285,13 @@ def model_candidates(
     blocked: np.ndarray | None,
     context: UserContext | None = None,
     published_n: int = 0,
-    attribute: bool = False,
 ) -> tuple[list[Candidate], str]:
     """The live model's list: the precomputed one while it is fresh and no filter restricts the
     columns, else scored now from the visitor's fresh row (and re-cached when unrestricted).
     `context` (recent items, stated preferences) is what a hybrid's ladder reads. A precomputed
     list shorter than `published_n` (the configuration's top-N) is all the model had to offer:
-    recomputing could not make it longer. `attribute`: ask a blend which member produced each
-    item (it scores the visitor a second time: the insight page does, the API does not)."""
+    recomputing could not make it longer. Each candidate comes explained from the visitor's latest
+    items ("because you viewed X")."""
     toplist = _toplist(loaded, profile_id)
     algorithm = loaded.algorithm
     if toplist is not None and allowed is None and not has_news(history, list_cutoff(loaded, toplist)):
@@ -316,7 +314,9 @@ def model_candidates(
                     ttl=cache_keys.TOPLIST_TTL,
                     because=toplist.reasons(),
                 )
-            return found[:depth], "cached"
+            found = found[:depth]
+            explain(loaded, found, history)
+            return found, "cached"
     row = fresh_row(loaded, profile_id, history)
     if not row.nnz and context is None:
         return [], ""
@@ -326,12 +326,12 @@ def model_candidates(
     ids, scores = ids[keep], scores[keep]
     external = [str(x) for x in loaded.item_ids[ids].tolist()]
     listed = [Candidate(item, float(score), algorithm) for item, score in zip(external, scores.tolist(), strict=True)]
+    explain(loaded, listed, history)
     if allowed is None and row.nnz:
         # The visitor's whole list, kept for their next page view with its reasons (from their
         # latest items). Their thumbs-down are left out of it (giving feedback drops the cached
         # list), so the cache-only path needs no feedback read.
         kept = [c for c in listed if c.item not in history.thumbs_down]
-        explain(loaded, kept, history)
         _recache(
             loaded,
             profile_id,
@@ -342,8 +342,6 @@ def model_candidates(
         )
     blocked_ids = {str(loaded.item_ids[c]) for c in (blocked if blocked is not None else [])}
     found = [c for c in listed if c.item not in blocked_ids]
-    if attribute:
-        explain_blend(loaded, found[:depth], row, history, context)
     return found[:depth], "recomputed"
 
 

@@ -112,7 +112,6 @@ def _personal_stage(
                 blocked=_blocked_columns(loaded, builder.blocked),
                 published_n=top_n,
             )
-            personal.explain(loaded, found, history)
             builder.add(found, [c.anchor for c in found])
         if not builder.full and (known or history.session_items):
             blocked_cols = _blocked_columns(loaded, builder.blocked)
@@ -308,7 +307,6 @@ def _serve_personal(
                     context=_hybrid_context(loaded, profile, history),
                     published_n=top_n,
                 )
-                personal.explain(loaded, found, history)
                 if builder.add(found, [c.anchor for c in found]):
                     return strategy
     return _personal_stage(builder, loaded=loaded, profile=profile, history=history, category=category, top_n=top_n)

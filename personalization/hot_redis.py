@@ -252,14 +252,17 @@ class _Near:
         if not isinstance(keys, list):
             self._invalidate_all()
             return
+        self.invalidate([key.decode() if isinstance(key, bytes) else str(key) for key in keys])
+
+    def invalidate(self, keys: list[str]) -> None:
+        """These keys changed: drop them, and remember it so a read racing the change is not kept."""
         self.seq += 1
         if len(self.recent) + len(keys) > _NEAR_RECENT_BOUND:
             self.recent.clear()
             self.forgotten = self.seq
         for key in keys:
-            name = key.decode() if isinstance(key, bytes) else str(key)
-            self.values.pop(name, None)
-            self.recent[name] = self.seq
+            self.values.pop(key, None)
+            self.recent[key] = self.seq
 
     def keep(self, keys: list[str], values: list, since: int) -> None:
         """Keep values read by a request that started at `since` (a seq), unless an invalidation
@@ -349,7 +352,4 @@ def near_forget(keys: list[str] | None = None) -> None:
             if keys is None:
                 state._invalidate_all()
             else:
-                state.seq += 1
-                for key in keys:
-                    state.values.pop(key, None)
-                    state.recent[key] = state.seq
+                state.invalidate(keys)

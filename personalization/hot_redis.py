@@ -300,7 +300,10 @@ def near_mget(client, keys: list[str], *, prefixes: tuple[str, ...], decode=None
     """MGET of these (full) keys, each under one of `prefixes` (full key prefixes, the same ones on
     every call): from the process's near cache when it holds them all, else from Redis over the
     thread's hot connection, and kept until Redis says one of them changed. The values come back
-    raw, or as `decode(key, raw value)` gives them (what is kept, so it is decoded once)."""
+    raw, or as `decode(key, raw value)` gives them (what is kept, so it is decoded once). A process
+    keeps thousands: `decode` should make plain tuples of strings, bytes and numbers, which the
+    cyclic garbage collector untracks, rather than instances, which every full collection walks
+    (a pause of the whole process that grows with them)."""
     state = _near(client, prefixes) if all(key.startswith(prefixes) for key in keys) else None
     mark = None
     if state is not None:

@@ -89,6 +89,15 @@ def _encode(
 
 
 def _decode(value) -> TopList | None:
+    fields = toplist_fields(value)
+    return None if fields is None else TopList(*fields)
+
+
+def toplist_fields(value) -> tuple | None:
+    """A stored list's fields, in `TopList`'s order, as a plain tuple of strings, numbers and bytes
+    (`TopList(*fields)` makes the list): what a process keeps of thousands of lists (the near
+    cache), so that the cyclic garbage collector never has to walk them (an exact tuple of such
+    values is untracked by it; an instance is not)."""
     if not isinstance(value, bytes):
         return None
     if value.startswith(MAGIC):
@@ -99,13 +108,13 @@ def _decode(value) -> TopList | None:
         slots, codes = value[offset : offset + n], value[offset + n : offset + n + k]
         parts = value[offset + n + k :].decode().split(SEPARATOR) if n + k else []
         verbs = tuple(VERBS[c] if c < len(VERBS) else VERBS[0] for c in codes)
-        return TopList(tuple(parts[:n]), tuple(scores), at, slots, tuple(parts[n:]), verbs)
+        return (tuple(parts[:n]), tuple(scores), at, slots, tuple(parts[n:]), verbs)
     if value.startswith(MAGIC_V1):
         at, n = _HEAD_V1.unpack_from(value, len(MAGIC_V1))
         offset = len(MAGIC_V1) + _HEAD_V1.size
         scores = np.frombuffer(value, dtype="<f4", count=n, offset=offset).tolist()
         text = value[offset + 4 * n :].decode()
-        return TopList(tuple(text.split(SEPARATOR)) if n else (), tuple(scores), at)
+        return (tuple(text.split(SEPARATOR)) if n else (), tuple(scores), at, None, (), ())
     return None
 
 

@@ -348,3 +348,53 @@ def test_a_list_recomputed_on_read_is_cached_with_the_reasons_from_the_visitors_
     cached = recommend(client_public, anonymous_id="v1", n=5)
     assert cached["strategy"] == "cached" and ids(cached) == ids(recomputed)
     assert [i["reason"] for i in cached["items"]] == [i["reason"] for i in recomputed["items"]]
+
+
+@pytest.mark.django_db
+def test_what_a_process_keeps_of_its_visitors_and_lists_is_never_walked_by_the_garbage_collector(
+    client_public, shop, settings
+):
+    """Thousands of visitors kept as instances made every full collection walk them: pauses of the
+    whole process of tens of milliseconds, every second or two under load. Kept as plain tuples, the
+    cyclic collector untracks them (and the served-list rows waiting for their push are strings)."""
+    import gc
+
+    from personalization import hot_redis
+    from recommenders.serving import served, visitors
+
+    settings.RECOMMENDERS_SERVED_PUSH_SECONDS = 3600  # the rows wait in the process
+    _warm(client_public)
+    for visitor in ("v3", "v4", "v5", "v3"):
+        assert recommend(client_public, anonymous_id=visitor, n=3)["strategy"] == "cached"
+    # A tuple is untracked once what it holds is: an outer one met before its inner ones (the
+    # generations are merged youngest first) is left to the next collection, one per level at most.
+    for _ in range(4):
+        gc.collect()
+    memo = [kept for pair in visitors._local._data.items() for kept in pair]
+    near = [value for state in hot_redis._near_state.values() for value in state.values.values()]
+    assert len(memo) >= 6 and len(near) >= 2  # each visitor's entry; a returning one's list and change stamp
+    assert not [entry for entry in memo + near if gc.is_tracked(entry)]
+    assert served._local._rows and all(isinstance(row, str) for row in served._local._rows)
+
+
+@pytest.mark.django_db
+def test_a_profile_built_from_a_kept_entry_is_the_one_the_database_read_gives(client_public, shop):
+    from recommenders.serving import visitors
+    from tracking.models import Profile
+
+    profile = profile_by_anonymous_id("v4")
+    Profile.objects.filter(pk=profile.pk).update(traits={"plan": "gold", "sizes": [40, 41]})
+    read = visitors.visitor_by_anonymous_id("v4")
+    entry = visitors._kept(visitors._entry(read, time.time()))
+    built = visitors._from_entry(entry, "anonymous", ("v4",)).profile
+    expected = Profile.from_db(
+        "default", list(visitors.PROFILE_FIELDS), [getattr(read.profile, f) for f in visitors.PROFILE_FIELDS]
+    )
+    assert {k: v for k, v in built.__dict__.items() if k != "_state"} == {
+        k: v for k, v in expected.__dict__.items() if k != "_state"
+    }
+    assert built.traits == {"plan": "gold", "sizes": [40, 41]} and built.uuid == profile.uuid
+    assert (built._state.adding, built._state.db) == (False, "default")
+    assert built.get_deferred_fields() == expected.get_deferred_fields() != set()
+    assert built.event_count == profile.event_count  # a deferred field loads from the database
+    assert built.traits is not visitors._from_entry(entry, "anonymous", ("v4",)).profile.traits  # not shared

@@ -219,30 +219,35 @@ def toplist_and_stamp(
     key, stamp_key = cache_keys.toplist(loaded.config_key, loaded.version, profile_id), visitor_stamp_key(profile_id)
     if prefetched is not None and prefetched[0] == cache_keys.toplist_prefix(loaded.config_key, loaded.version):
         _, raw, stamp, mark = prefetched  # read with the visitor, in the same round trip
-        toplist = _near_decode(cache.make_key(key), raw)
+        fields = _near_decode(cache.make_key(key), raw)
         if mark is not None and stamp is not UNREADABLE:  # the visitor's next page view needs no round trip
-            near_keep(mark, [cache.make_key(key), cache.make_key(stamp_key)], [toplist, stamp])
-        return toplist, stamp
+            near_keep(mark, [cache.make_key(key), cache.make_key(stamp_key)], [fields, stamp])
+        return _toplist_of(fields), stamp
     client = redis_client()
     try:
         if client is None:
             found = cache.get_many([key, stamp_key])
             return store._decode(found.get(key)), found.get(stamp_key)
-        toplist, stamp = near_mget(
+        fields, stamp = near_mget(
             client, [cache.make_key(key), cache.make_key(stamp_key)], prefixes=near_prefixes(), decode=_near_decode
         )
     except CACHE_ERRORS:
         logger.warning("cache unreachable reading the list of profile %s: recomputing from the model", profile_id)
         return None, UNREADABLE
-    return toplist, stamp
+    return _toplist_of(fields), stamp
 
 
 def _near_decode(key: str, raw):
-    """A list or a change stamp as read (see `toplist_and_stamp`), decoded once for the near cache."""
+    """A list (as `store.toplist_fields`, a plain tuple) or a change stamp as read (see
+    `toplist_and_stamp`), decoded once for the near cache."""
     if raw is None:
         return None
     value = cache.client.decode(raw)
-    return store._decode(value) if key.startswith(near_prefixes()[0]) else value
+    return store.toplist_fields(value) if key.startswith(near_prefixes()[0]) else value
+
+
+def _toplist_of(fields: tuple | None) -> store.TopList | None:
+    return None if fields is None else store.TopList(*fields)
 
 
 _UNREAD = object()

@@ -174,18 +174,22 @@ def served_record(*, row: ServedRow | RecommendationServed) -> None:
 
 class _LocalBuffer:
     """Rows served by this process not yet in Redis, and the daemon thread that pushes them there.
-    The thread starts with the first row of a process (so a forked worker starts its own)."""
+    The thread starts with the first row of a process (so a forked worker starts its own). Rows
+    wait encoded (strings, which the cyclic garbage collector does not track: a row object per
+    answer living a push interval was promoted to the oldest generation and walked by every full
+    collection)."""
 
     def __init__(self) -> None:
-        self._rows: list[ServedRow | RecommendationServed] = []
+        self._rows: list[str] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pid = 0
         self._thread: threading.Thread | None = None
 
     def append(self, row: ServedRow | RecommendationServed, *, start: bool = True) -> None:
+        encoded = _encode(row)
         with self._lock:
-            self._rows.append(row)
+            self._rows.append(encoded)
             started = self._pid == os.getpid() and self._thread is not None
         if start and not started:
             self._start()
@@ -224,29 +228,28 @@ class _LocalBuffer:
         """Send this process's rows to the Redis buffer in one RPUSH (written to the database
         when Redis cannot be reached); returns how many."""
         with self._lock:
-            rows, self._rows = self._rows, []
-        if not rows:
+            encoded, self._rows = self._rows, []
+        if not encoded:
             return 0
-        encoded = [_encode(r) for r in rows]
         client = _client()
         try:
             if client is None:
                 raise ConnectionError("the cache is not Redis")
             length = client.rpush(_keys()[0], *encoded)
         except CACHE_ERRORS:
-            logger.warning("cache unreachable: %s served lists written to the database directly", len(rows))
-            self._store_or_keep(rows, encoded)
-            return len(rows)
+            logger.warning("cache unreachable: %s served lists written to the database directly", len(encoded))
+            self._store_or_keep(encoded)
+            return len(encoded)
         _flush_when_due(length)
-        return len(rows)
+        return len(encoded)
 
-    def _store_or_keep(self, rows: list[ServedRow | RecommendationServed], encoded: list[str]) -> None:
+    def _store_or_keep(self, encoded: list[str]) -> None:
         """Neither Redis nor (maybe) the database: the rows wait for the next round, in front."""
         try:
             _store(encoded)
         except Exception:
             with self._lock:
-                self._rows[:0] = rows
+                self._rows[:0] = encoded
             raise
         finally:
             if threading.current_thread() is self._thread:

@@ -12,10 +12,13 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 from personalization.hot_redis import hot_pipeline, hot_script, near_forget, near_since, redis_client
@@ -58,6 +61,7 @@ def band_hours(band: str) -> tuple[int, int] | None:
 # In the model's field order, which is the order `Model.from_db` expects values in.
 _WANTED = {"id", "uuid", "last_seen_at", "last_device_type", "last_country", "traits", "last_source_id"}
 PROFILE_FIELDS = tuple(f.attname for f in Profile._meta.concrete_fields if f.attname in _WANTED)
+_UUID_AT, _TRAITS_AT = PROFILE_FIELDS.index("uuid"), PROFILE_FIELDS.index("traits")
 
 
 @dataclass(frozen=True)
@@ -216,10 +220,44 @@ def _entry(visitor: Visitor, read_at: float) -> tuple:
     )
 
 
+def _kept(entry: tuple) -> tuple:
+    """An entry as the process keeps it (`_local`): a plain tuple of strings, numbers and datetimes
+    (the uuid as its int, the traits as JSON text), which the cyclic garbage collector untracks (a
+    tuple holding a dict or an instance, tracked or not, it never does). Kept as visitor and profile
+    instances, the memo's tens of thousands of objects were walked by every full collection: pauses
+    of the whole process of 25-50 ms, every second or two under load. `_from_entry` reads both."""
+    read_at, fields, state = entry
+    kept = list(fields)
+    kept[_UUID_AT] = fields[_UUID_AT].int
+    kept[_TRAITS_AT] = json.dumps(fields[_TRAITS_AT], cls=DjangoJSONEncoder)
+    return (read_at, tuple(kept), state)
+
+
+def _memo_key(kind: str, value: str) -> tuple[str, str]:
+    return (str(kind), value)  # the kind as a plain string: a tuple holding an enum member stays tracked
+
+
+def _profile_build(fields) -> Profile:
+    """The profile `Profile.from_db` makes of PROFILE_FIELDS' values (the others deferred), built
+    as unpickling builds a model instance (its fields set, no `__init__`): a third of the cost, paid
+    on every cached answer. The uuid and traits may come as `_kept` keeps them."""
+    profile = Profile.__new__(Profile)
+    data = profile.__dict__
+    data.update(zip(PROFILE_FIELDS, fields, strict=True))
+    if isinstance(data["uuid"], int):
+        data["uuid"] = UUID(int=data["uuid"])
+    if isinstance(data["traits"], str):
+        data["traits"] = {} if data["traits"] == "{}" else json.loads(data["traits"])
+    state = ModelState()
+    state.adding, state.db = False, "default"
+    data["_state"] = state
+    return profile
+
+
 def _from_entry(entry, kind: str, values: tuple[str, ...]) -> Visitor | None:
     try:
         read_at, fields, state = entry
-        profile = Profile.from_db("default", list(PROFILE_FIELDS), list(fields))
+        profile = _profile_build(fields)
         consent = None if state is None else State(bool(state[0]), int(state[1]))
     except (TypeError, ValueError):  # an entry of another layout: read the database
         return None
@@ -323,12 +361,13 @@ def _remember(
 ) -> object:
     """Keep the visitor in the process and the cache. With `toplist_prefix`, the same round trip
     reads their precomputed list: its raw value is returned (None: none; UNREADABLE: not asked)."""
-    _local.set((kind, values[0]), Visitor(visitor.profile, visitor.consent, read_at=read_at, kind=kind, values=values))
+    entry = _entry(visitor, read_at)
+    _local.set(_memo_key(kind, values[0]), (_kept(entry), values))
     client = redis_client()
     if client is None:  # not Redis (the embedded mode)
-        safe_set(visitor_key(kind, values[0]), _entry(visitor, read_at), VISITOR_TTL)
+        safe_set(visitor_key(kind, values[0]), entry, VISITOR_TTL)
         return UNREADABLE
-    commands = _entry_commands(client, [(kind, values[0], visitor.profile.pk, _entry(visitor, read_at))])
+    commands = _entry_commands(client, [(kind, values[0], visitor.profile.pk, entry)])
     if toplist_prefix:
         commands.append(("GET", cache.make_key(f"{toplist_prefix}{visitor.profile.pk}")))
     try:
@@ -359,11 +398,10 @@ def visitor_cached(kind: str, values: list[str], *, toplist_prefix: str = "") ->
     a visitor not in the process's memo comes with their list (and stamp) in `prefetched`, read in
     the round trip that found them."""
     ids = tuple(values)
-    # The process keeps the visitor itself (a profile instance per page view costs more than the
-    # rest of the look-up); serving only reads it.
-    remembered = _local.get((kind, ids[0]))
-    if remembered is not None and remembered.values == ids:
-        return remembered
+    # The process keeps the entry (`_kept`); its visitor is built again for each page view.
+    remembered = _local.get(_memo_key(kind, ids[0]))
+    if remembered is not None and remembered[1] == ids:
+        return _from_entry(remembered[0], kind, ids)
     client = redis_client()
     mark = None
     if client is None:
@@ -389,7 +427,7 @@ def visitor_cached(kind: str, values: list[str], *, toplist_prefix: str = "") ->
     if entry is not None:
         visitor = _from_entry(entry, kind, ids)
         if visitor is not None:
-            _local.set((kind, ids[0]), visitor)
+            _local.set(_memo_key(kind, ids[0]), (_kept(entry), ids))
             if toplist_prefix and toplist is not UNREADABLE:  # read by the script, stamp included
                 stamp = None if stamp is None else client.decode(stamp)
                 return replace(visitor, prefetched=(toplist_prefix, toplist, stamp, mark))
@@ -408,7 +446,7 @@ def visitor_refresh(visitor: Visitor) -> Visitor | None:
     read_at = time.time()
     fresh = _lookup(visitor.kind, list(visitor.values))
     if fresh is None:
-        _local.discard((visitor.kind, visitor.values[0]))
+        _local.discard(_memo_key(visitor.kind, visitor.values[0]))
         return None
     _remember(visitor.kind, visitor.values, fresh, read_at)
     return fresh

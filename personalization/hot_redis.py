@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
+import random
 import threading
 import time
 from typing import Any
@@ -124,12 +126,15 @@ def hot_script(client, source: str, keys: list[str], args: list) -> Any:
 # Only that one connection matters: when it breaks or goes silent (it is pinged when idle), the near
 # cache is emptied and every read goes to Redis until it is back. Entries also age out
 # (`RECOMMENDERS_SERVE_NEAR_CACHE_SECONDS`), bounding what a connection that died without a sign
-# could leave behind. Without Redis, or with the setting at 0, every read goes to Redis.
+# could leave behind: each after a random share of it between half and all, so that what a busy
+# process read in the same few seconds (all of it, after a restart) is not read again all at once,
+# a wave of round trips every period. Without Redis, or with the setting at 0, every read goes to
+# Redis.
 # Every process is told of every write under the prefixes (Redis gathers a pass's keys into one
 # message): the price of not tracking each read key by key, which a hot connection breaking would
 # silently end.
 
-_NEAR_BOUND = 50_000  # entries; emptied wholesale beyond (like the other per-process memos)
+_NEAR_BOUND = 50_000  # entries; the oldest tenth is dropped beyond
 _NEAR_RECENT_BOUND = 20_000  # invalidated keys remembered, so a read racing one is not kept
 _NEAR_IDLE_PING = 10.0  # seconds without a word from Redis on the invalidation connection: ping it
 _NEAR_PING_TIMEOUT = 5.0  # ... and no answer this long after: it is broken
@@ -270,9 +275,11 @@ class _Near:
         if self.forgotten > since or any(self.recent.get(key, 0) > since for key in keys):
             return
         if len(self.values) + len(keys) > _NEAR_BOUND:
-            self.values.clear()
-        expires = time.monotonic() + self.ttl
+            for key in list(itertools.islice(self.values, _NEAR_BOUND // 10)):
+                del self.values[key]
+        expires = time.monotonic() + self.ttl * (1.0 - 0.5 * random.random())  # read together, kept together
         for key, value in zip(keys, values, strict=True):
+            self.values.pop(key, None)  # in the order kept: the oldest are dropped first
             self.values[key] = (value, expires)
 
 

@@ -172,8 +172,9 @@ RECOMMENDERS_SERVE_CONTENT_SCAN = env.int("RECOMMENDERS_SERVE_CONTENT_SCAN", def
 # catalogue change log this often and drops the rows it names (recommenders/serving/items.py; 0: no memo).
 RECOMMENDERS_SERVE_ITEM_CACHE_SECONDS = env.float("RECOMMENDERS_SERVE_ITEM_CACHE_SECONDS", default=1.0)
 # A visitor's list and change stamp are kept in the web process while Redis reports no change to
-# them (client-side caching with invalidations), at most this long; 0: read Redis every time.
-RECOMMENDERS_SERVE_NEAR_CACHE_SECONDS = env.float("RECOMMENDERS_SERVE_NEAR_CACHE_SECONDS", default=30.0)
+# them (client-side caching with invalidations), at most this long (each between half of it and all
+# of it, at random); 0: read Redis every time.
+RECOMMENDERS_SERVE_NEAR_CACHE_SECONDS = env.float("RECOMMENDERS_SERVE_NEAR_CACHE_SECONDS", default=300.0)
 # Trending: window and half-life of recent events, visitors an item needs to trend in a slice,
 # members a segment needs to have its own list, and the list length kept per slice.
 RECOMMENDERS_TRENDING_DAYS = env.int("RECOMMENDERS_TRENDING_DAYS", default=7)

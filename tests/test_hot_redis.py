@@ -311,3 +311,40 @@ def test_a_redis_that_refuses_tracking_is_asked_less_and_less_often_and_reads_go
     assert state.conn is not None and state.failures == 0
     reads.clear()
     assert get("pz-near-a:x") == [b"1"] and reads == []  # kept again
+
+
+def test_entries_live_between_half_and_all_of_the_setting_and_what_was_read_together_expires_together(near, settings):
+    """Entries kept in the same few seconds (a process's first minute under load) must not all age
+    out at once: every one of them would be read again in the same second."""
+    get, other, _reads = near
+    keys = [f"pz-near-b:spread-{i}" for i in range(60)]
+    other.mset({key: b"1" for key in keys})
+    try:
+        settings.RECOMMENDERS_SERVE_NEAR_CACHE_SECONDS = 100.0
+        before = time.monotonic()
+        for first, second in zip(keys[::2], keys[1::2], strict=True):
+            get(first, second)
+        after = time.monotonic()
+        lives = {key: _state().values[key][1] for key in keys}
+        assert all(before + 50 <= at <= after + 100 for at in lives.values())
+        assert max(lives.values()) - min(lives.values()) > 20  # spread, not one moment
+        assert all(lives[a] == lives[b] for a, b in zip(keys[::2], keys[1::2], strict=True))
+    finally:
+        other.delete(*keys)
+
+
+def test_beyond_its_bound_the_near_cache_drops_its_oldest_entries_not_all(near, monkeypatch):
+    get, other, reads = near
+    monkeypatch.setattr(hot_redis, "_NEAR_BOUND", 20)
+    keys = [f"pz-near-b:bound-{i:02d}" for i in range(25)]
+    other.mset({key: b"1" for key in keys})
+    try:
+        for key in keys:
+            get(key)
+        kept = set(_state().values)
+        assert set(keys[-15:]) <= kept and not kept & set(keys[:2])  # the oldest tenth went, twice
+        reads.clear()
+        get(keys[-1])
+        assert reads == []
+    finally:
+        other.delete(*keys)

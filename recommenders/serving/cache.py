@@ -9,7 +9,9 @@ below follow the same scheme (`rec:v<layout>:...`) and would move there with its
 
 from __future__ import annotations
 
+import itertools
 import logging
+import random
 import time
 from typing import Any
 
@@ -67,12 +69,15 @@ def safe_set(key: str, value: Any, ttl: int | None) -> None:
 
 
 class LocalMemo:
-    """A tiny per-process memo with a TTL (placements, trending slices): bounded, thread-safe
-    enough for dict operations, and emptied wholesale when it grows past its bound."""
+    """A tiny per-process memo with a TTL (placements, trending slices, visitors): bounded (the
+    oldest tenth dropped beyond), thread-safe enough for dict operations. `jitter`: the share of the
+    TTL by which each entry's life is shortened at random, so that entries made in the same few
+    seconds (a process's first minute) do not all expire, and are read again, at once."""
 
-    def __init__(self, ttl: float, bound: int = 2000) -> None:
+    def __init__(self, ttl: float, bound: int = 2000, *, jitter: float = 0.0) -> None:
         self.ttl = ttl
         self.bound = bound
+        self.jitter = jitter
         self._data: dict[Any, tuple[float, Any]] = {}
 
     def get(self, key: Any) -> Any:
@@ -82,9 +87,13 @@ class LocalMemo:
         return hit[1]
 
     def set(self, key: Any, value: Any) -> None:
-        if len(self._data) >= self.bound:
-            self._data.clear()
-        self._data[key] = (time.monotonic() + self.ttl, value)
+        data = self._data
+        if len(data) >= self.bound and key not in data:
+            for old in list(itertools.islice(data, max(self.bound // 10, 1))):
+                data.pop(old, None)
+        ttl = self.ttl * (1.0 - self.jitter * random.random()) if self.jitter else self.ttl
+        data.pop(key, None)  # in the order set: the oldest are dropped first
+        data[key] = (time.monotonic() + ttl, value)
 
     def discard(self, key: Any) -> None:
         self._data.pop(key, None)

@@ -148,10 +148,13 @@ def visitor_by_user_id(user_id: str, *, cached: bool = False, toplist_prefix: st
 # and `visitors_warm` writes the entries of the visitors whose lists a new version published, so the
 # first cached answer after a publish needs no database read either.
 VISITOR_TTL = 24 * 3600
-VISITOR_LOCAL_TTL = 120.0
+# The process's memo is checked against the change stamp on every use like any entry: its life only
+# bounds memory (and must stay shorter than a stamp's). Each entry lives between half of it and all
+# of it, so that the visitors a process met in the same minute are not all read again together.
+VISITOR_LOCAL_TTL = 900.0
 VISITOR_SKEW = 0.5
 UNREADABLE = object()  # a change stamp that could not be read: trust nothing cached
-_local = LocalMemo(ttl=VISITOR_LOCAL_TTL, bound=20_000)
+_local = LocalMemo(ttl=VISITOR_LOCAL_TTL, bound=20_000, jitter=0.5)
 
 
 def visitor_key(kind: str, value: str) -> str:

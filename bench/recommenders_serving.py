@@ -45,6 +45,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -287,6 +288,10 @@ def cpu_seconds() -> dict[str, float]:
             # utime + stime, and cutime + cstime: children that exited and were waited for (a
             # recycled gunicorn worker counts in its master's)
             out[group] += sum(int(v) for v in fields[11:15]) / tick
+    # wrk runs as this process's child and is gone by the end of its phase: its CPU is in this
+    # process's children's (the only children that end while the phases run).
+    finished = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["wrk"] += finished.ru_utime + finished.ru_stime
     cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     busy = sum(int(v) for i, v in enumerate(cpu) if i not in (3, 4))  # all but idle and iowait
     out["total"] = busy / tick

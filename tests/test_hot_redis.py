@@ -85,6 +85,26 @@ def test_an_error_reply_keeps_the_connection_and_redis_down_raises_a_cache_error
         hot_command(redis_client(), "PING")
 
 
+def test_the_threads_cache_backend_is_the_one_the_cache_stands_for_and_follows_a_settings_change():
+    import threading
+
+    from django.core.cache import caches
+
+    assert hot_redis.cache_backend() is caches["default"] and hot_redis.cache_backend().make_key("k") == cache.make_key(
+        "k"
+    )
+    others = []
+    thread = threading.Thread(target=lambda: others.append((hot_redis.cache_backend(), caches["default"])))
+    thread.start()
+    thread.join()
+    assert others[0][0] is others[0][1] is not hot_redis.cache_backend()  # each thread its own, as Django's
+    local = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "KEY_PREFIX": "other"}}
+    with override_settings(CACHES=local):
+        assert hot_redis.cache_backend() is caches["default"] and hot_redis.cache_backend().key_prefix == "other"
+        assert redis_client() is None
+    assert hot_redis.cache_backend() is caches["default"] and redis_client() is not None
+
+
 def test_a_pipeline_answers_each_command_and_an_error_in_it_leaves_a_clean_connection():
     client = redis_client()
     keys = [cache.make_key(f"hot:p{i}") for i in range(3)]

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.cache import cache
 from scipy import sparse
 
-from personalization.hot_redis import near_keep, near_mget, redis_client
+from personalization.hot_redis import cache_backend, near_keep, near_mget, redis_client
 from recommenders import cache_keys, store
 from recommenders.algorithms import topn
 from recommenders.algorithms.base import UserContext
@@ -217,20 +217,20 @@ def toplist_and_stamp(
     from recommenders.serving.visitors import UNREADABLE, visitor_stamp_key
 
     key, stamp_key = cache_keys.toplist(loaded.config_key, loaded.version, profile_id), visitor_stamp_key(profile_id)
+    make_key = cache_backend().make_key
+    full_key, full_stamp_key = make_key(key), make_key(stamp_key)
     if prefetched is not None and prefetched[0] == cache_keys.toplist_prefix(loaded.config_key, loaded.version):
         _, raw, stamp, mark = prefetched  # read with the visitor, in the same round trip
-        fields = _near_decode(cache.make_key(key), raw)
+        fields = _near_decode(full_key, raw)
         if mark is not None and stamp is not UNREADABLE:  # the visitor's next page view needs no round trip
-            near_keep(mark, [cache.make_key(key), cache.make_key(stamp_key)], [fields, stamp])
+            near_keep(mark, [full_key, full_stamp_key], [fields, stamp])
         return _toplist_of(fields), stamp
     client = redis_client()
     try:
         if client is None:
             found = cache.get_many([key, stamp_key])
             return store._decode(found.get(key)), found.get(stamp_key)
-        fields, stamp = near_mget(
-            client, [cache.make_key(key), cache.make_key(stamp_key)], prefixes=near_prefixes(), decode=_near_decode
-        )
+        fields, stamp = near_mget(client, [full_key, full_stamp_key], prefixes=near_prefixes(), decode=_near_decode)
     except CACHE_ERRORS:
         logger.warning("cache unreachable reading the list of profile %s: recomputing from the model", profile_id)
         return None, UNREADABLE
@@ -242,7 +242,7 @@ def _near_decode(key: str, raw):
     `toplist_and_stamp`), decoded once for the near cache."""
     if raw is None:
         return None
-    value = cache.client.decode(raw)
+    value = cache_backend().client.decode(raw)
     return store.toplist_fields(value) if key.startswith(near_prefixes()[0]) else value
 
 

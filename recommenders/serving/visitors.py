@@ -21,7 +21,7 @@ from django.db import connection
 from django.db.models.base import ModelState
 from django.utils import timezone
 
-from personalization.hot_redis import hot_pipeline, hot_script, near_forget, near_since, redis_client
+from personalization.hot_redis import cache_backend, hot_pipeline, hot_script, near_forget, near_since, redis_client
 from privacy.consent import State, collection_allowed
 from privacy.services.consent import consent_states, purposes
 from recommenders import cache_keys
@@ -173,7 +173,8 @@ def visitor_stamp_key(profile_id: int) -> str:
 def near_prefixes() -> tuple[str, ...]:
     """What the hot path keeps in the process's near cache (`hot_redis.near_mget`): the visitors'
     lists and change stamps (full keys), as long as Redis says they have not changed."""
-    return cache.make_key(cache_keys.toplists_prefix()), cache.make_key(visitor_stamp_key_prefix())
+    make_key = cache_backend().make_key
+    return make_key(cache_keys.toplists_prefix()), make_key(visitor_stamp_key_prefix())
 
 
 def visitors_changed(profile_ids) -> None:

@@ -27,9 +27,10 @@ budgets and soft deadlines, bench/wrk/common.lua) on a database of its own,
                                                       (each visitor asked once, so every request
                                                       recomputes; the list is re-cached after)
 
-The server is gunicorn as the container runs it (`docker/gunicorn.conf.py`: 2 gthread workers x 4
+The server is gunicorn as the container runs it (`docker/gunicorn.conf.py`: 2 threaded workers x 4
 threads, each worker recycled after 100,000-150,000 requests; `--max-requests N` sets another
-bound, 0 none), one BLAS/OpenMP thread per process, with one Celery worker beside it writing the buffered
+bound, 0 none; a busy worker hands kept-alive connections back, `--rebalance-after 0` keeps them
+where they were accepted), one BLAS/OpenMP thread per process, with one Celery worker beside it writing the buffered
 served-list log in bulk (`recommenders.served_flush`), as a deployment runs it. After the phases
 the buffer is flushed and every answered list must have its row.
 
@@ -59,6 +60,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import ingest  # noqa: E402 - the foundation benchmark's processes, wrk driver and phases
+from bench.watch import MachineWatch  # noqa: E402
+from personalization.gunicorn_worker import DEFAULT_REBALANCE_AFTER  # noqa: E402
 
 ingest.DB_NAME = "personalization_bench_serving"
 ingest.DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{ingest.DB_NAME}"
@@ -118,26 +121,34 @@ PRODUCTION_CONF = ROOT / "docker" / "gunicorn.conf.py"
 
 @dataclass(frozen=True)
 class ProductionServer(ingest.Server):
-    """gunicorn as the container runs it: `docker/gunicorn.conf.py` (2 gthread workers x 4 threads,
-    workers recycled every 100,000-150,000 requests, the access log written) with its defaults, only
-    bound to loopback. `--workers` / `--threads` set WEB_CONCURRENCY / GUNICORN_THREADS as an operator would."""
+    """gunicorn as the container runs it: `docker/gunicorn.conf.py` (2 threaded workers x 4 threads that
+    hand kept-alive connections back when busy, workers recycled every 100,000-150,000 requests, the
+    access log written) with its defaults, only bound to loopback. `--workers` / `--threads` /
+    `--rebalance-after` set WEB_CONCURRENCY / GUNICORN_THREADS / GUNICORN_REBALANCE_AFTER as an operator would."""
 
     def argv(self, gunicorn: str, port: int, app: str = "personalization.wsgi") -> list[str]:
         return [gunicorn, app, "--config", str(PRODUCTION_CONF), "--bind", f"{ingest.HOST}:{port}"]
 
     max_requests: int | None = None  # None: the configuration's default
+    rebalance_after: int | None = None  # None: the configuration's default
 
     def env(self) -> dict[str, str]:
         env = {"WEB_CONCURRENCY": str(self.workers), "GUNICORN_THREADS": str(self.threads)}
         if self.max_requests is not None:
             env["GUNICORN_MAX_REQUESTS"] = str(self.max_requests)
+        if self.rebalance_after is not None:
+            env["GUNICORN_REBALANCE_AFTER"] = str(self.rebalance_after)
         return env
 
     def describe(self) -> str:
         recycle = "100,000+ (default)" if self.max_requests is None else f"{self.max_requests}"
+        rebalance = (
+            f"{DEFAULT_REBALANCE_AFTER} (default)" if self.rebalance_after is None else f"{self.rebalance_after}"
+        )
         return (
             f"gunicorn personalization.wsgi --config docker/gunicorn.conf.py (WEB_CONCURRENCY={self.workers}, "
-            f"GUNICORN_THREADS={self.threads}, GUNICORN_MAX_REQUESTS={recycle}, access log on)"
+            f"GUNICORN_THREADS={self.threads}, GUNICORN_REBALANCE_AFTER={rebalance}, "
+            f"GUNICORN_MAX_REQUESTS={recycle}, access log on)"
         )
 
 
@@ -447,6 +458,13 @@ def main(argv: list[str] | None = None) -> int:
         help="GUNICORN_MAX_REQUESTS (default: the configuration's, 100,000 plus up to 50%% jitter; a worker is "
         "recycled, and boots again, that often)",
     )
+    parser.add_argument(
+        "--rebalance-after",
+        type=int,
+        default=None,
+        help="GUNICORN_REBALANCE_AFTER (default: the configuration's; 0: connections stay with the worker "
+        "that accepted them, as in gunicorn's own gthread worker)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument(
         "--profile", action="store_true", help="after the phases, where a cached answer's time goes (py-spy)"
@@ -460,7 +478,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="pzbench-serving-"))
     config = ProductionServer(
-        worker_class="gthread", workers=args.workers, threads=args.threads, max_requests=args.max_requests
+        worker_class="gthread",
+        workers=args.workers,
+        threads=args.threads,
+        max_requests=args.max_requests,
+        rebalance_after=args.rebalance_after,
     )
     run = ingest.Run(args=args, plan=None, config=config, workdir=workdir)  # type: ignore[arg-type]
     media = workdir / "media"
@@ -506,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         cpu: dict[str, dict[str, float]] = {}
         paced: dict[str, ingest.PhaseResult] = {}
+        machine: dict[str, dict] = {}
         slices: dict[str, list] = {}
 
         def paced_after(name: str, label: str, script: str, result, *, room: int | None = None) -> None:
@@ -514,10 +537,12 @@ def main(argv: list[str] | None = None) -> int:
             requests = int(rate * plan.paced_seconds)
             if room is not None:
                 requests = min(requests, room)
-            paced[name] = run.phase(
-                server, paced_script.get(name, script), f"{name} paced", label, f"{name}.paced",
-                ingest.Budget(requests, plan.paced_seconds), stores=False, rate=rate,
-            )  # fmt: skip
+            with MachineWatch(workdir, f"{name}.paced") as watch:
+                paced[name] = run.phase(
+                    server, paced_script.get(name, script), f"{name} paced", label, f"{name}.paced",
+                    ingest.Budget(requests, plan.paced_seconds), stores=False, rate=rate,
+                )  # fmt: skip
+            machine[name] = watch.result
 
         def measured(name: str, label: str, script: str, budget: ingest.Budget, *, room: int | None = None):
             """Throughput (closed loop), then latency paced at PACED_SHARE of that throughput."""
@@ -592,7 +617,9 @@ def main(argv: list[str] | None = None) -> int:
         for strategy, count in [item for prefix in prefixes for item in strategies(workdir, prefix).items()]:
             counts[strategy] = counts.get(strategy, 0) + count
         served[name] = counts
-    ok = report(plan, config, args, prepared, floor, cached, recompute, served, server, logged, cpu, paced, slices)
+    ok = report(
+        plan, config, args, prepared, floor, cached, recompute, served, server, logged, cpu, paced, slices, machine
+    )
     if args.profile:
         print("\n" + profiled, flush=True)
     if args.keep:
@@ -633,7 +660,9 @@ def served_rows() -> dict:
     return json.loads(line[len("PZSERVED ") :]) if line else {"rows": -1, "pending": -1}
 
 
-def report(plan, config, args, prepared, floor, cached, recompute, served, server, logged, cpu, paced, slices) -> bool:
+def report(
+    plan, config, args, prepared, floor, cached, recompute, served, server, logged, cpu, paced, slices, machine
+) -> bool:
     def verdict(met: bool) -> str:
         return "met" if met else "MISSED"
 
@@ -677,6 +706,23 @@ def report(plan, config, args, prepared, floor, cached, recompute, served, serve
     for name in ("floor", "cached", "recompute"):
         row = cpu.get(name, {})
         lines.append("  " + f"{name:<10}" + "".join(f"{row.get(g, 0.0):10.3f}" for g in columns))
+    lines += [
+        "",
+        "  the machine during each paced phase: a bystander on each core waking every 1 ms (how late), steal, and",
+        "  CPU pressure (share of the time some runnable task waited for a core)",
+        f"  {'phase':<10} {'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>8} {'>=5 ms':>7} {'in them':>9} {'steal':>7} "
+        f"{'pressure':>9}   {'phase p99':>10}",
+    ]
+    for name in ("floor", "cached", "recompute"):
+        seen = machine.get(name)
+        if not seen:
+            continue
+        pressure = "n/a" if seen["pressure_pct"] is None else f"{seen['pressure_pct']:.0f}%"
+        lines.append(
+            f"  {name:<10} {seen['late_p99_ms']:8.2f} {seen['late_p999_ms']:9.2f} {seen['late_max_ms']:8.2f} "
+            f"{seen['stalls']:>7,} {seen['stalled_ms']:7.0f} ms {seen['steal_pct']:6.1f}% {pressure:>9}   "
+            f"{paced[name]['latency_ms']['p99']:7.2f} ms"
+        )
     ratio = cached.req_per_s / floor.req_per_s if floor.req_per_s else 0.0
     cached_p99, recompute_p99 = paced["cached"]["latency_ms"]["p99"], paced["recompute"]["latency_ms"]["p99"]
     pairs = [c.req_per_s / f.req_per_s for f, c in zip(slices["floor"], slices["cached"], strict=True) if f.req_per_s]

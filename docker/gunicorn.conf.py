@@ -1,7 +1,12 @@
 """Gunicorn settings for the container, all overridable from the environment.
 
 WEB_CONCURRENCY    worker processes (default 2)
-GUNICORN_THREADS   threads per worker (default 4; >1 selects the gthread worker)
+GUNICORN_THREADS   threads per worker (default 4; >1 selects the threaded worker,
+                   `personalization.gunicorn_worker.ThreadWorker`: gunicorn's gthread worker that
+                   hands kept-alive connections back when it holds more requests than threads)
+GUNICORN_REBALANCE_AFTER  requests a kept-alive connection carries before a busy worker may close
+                   it, so that a few long-lived connections (a proxy's pool, a server-side
+                   renderer) move to the worker with room (default 20; 0 never)
 GUNICORN_TIMEOUT   seconds a request may take before its worker is restarted (default 30)
 GUNICORN_GRACEFUL_TIMEOUT  seconds to finish in-flight requests on SIGTERM (default 30)
 GUNICORN_KEEPALIVE seconds to hold an idle keep-alive connection (default 5)
@@ -25,6 +30,8 @@ def _int(name: str, default: int) -> int:
 bind = f"0.0.0.0:{_int('PORT', 8000)}"
 workers = _int("WEB_CONCURRENCY", 2)
 threads = _int("GUNICORN_THREADS", 4)
+if threads > 1:
+    worker_class = "personalization.gunicorn_worker.ThreadWorker"
 timeout = _int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("GUNICORN_KEEPALIVE", 5)

@@ -7,6 +7,8 @@ GUNICORN_THREADS   threads per worker (default 4; >1 selects the threaded worker
 GUNICORN_REBALANCE_AFTER  requests a kept-alive connection carries before a busy worker may close
                    it, so that a few long-lived connections (a proxy's pool, a server-side
                    renderer) move to the worker with room (default 20; 0 never)
+GUNICORN_SWITCH_INTERVAL_MS  how long a request thread may keep the interpreter lock while another
+                   waits for it, in the threaded worker (default 1; Python's own is 5)
 GUNICORN_TIMEOUT   seconds a request may take before its worker is restarted (default 30)
 GUNICORN_GRACEFUL_TIMEOUT  seconds to finish in-flight requests on SIGTERM (default 30)
 GUNICORN_KEEPALIVE seconds to hold an idle keep-alive connection (default 5)

@@ -16,15 +16,23 @@ worker holds what it can serve, nothing more is closed.
 A connection is handed back only after it has carried GUNICORN_REBALANCE_AFTER requests (default
 20; 0 turns this off), so that on a server where every worker is busy, new connections cost at
 most one request in that many.
+
+The worker also shortens the interpreter's switch interval (GUNICORN_SWITCH_INTERVAL_MS, default
+1 ms; Python's is 5 ms). A request thread whose database or Redis answer has arrived waits for
+the interpreter lock until the thread holding it lets go, and a thread busy in Python lets go
+only after the switch interval: a recompute-on-read makes several such round trips, and with
+5 ms each its latency tail grew to 50-200 ms in the serving benchmark (26-30 ms with 1 ms).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 from gunicorn.workers.gthread import ThreadWorker as GunicornThreadWorker
 
 DEFAULT_REBALANCE_AFTER = 20
+DEFAULT_SWITCH_INTERVAL_MS = 1.0
 
 
 def rebalance_after() -> int:
@@ -38,6 +46,17 @@ def rebalance_after() -> int:
     return after
 
 
+def switch_interval_ms() -> float:
+    """GUNICORN_SWITCH_INTERVAL_MS from the environment, DEFAULT_SWITCH_INTERVAL_MS when unset."""
+    value = os.environ.get("GUNICORN_SWITCH_INTERVAL_MS", "").strip()
+    if not value:
+        return DEFAULT_SWITCH_INTERVAL_MS
+    interval = float(value)
+    if not interval > 0:
+        raise ValueError(f"GUNICORN_SWITCH_INTERVAL_MS must be more than 0, not {value}")
+    return interval
+
+
 class ThreadWorker(GunicornThreadWorker):
     """gunicorn's `gthread` worker; closes a kept-alive connection when it holds more requests than threads."""
 
@@ -48,6 +67,7 @@ class ThreadWorker(GunicornThreadWorker):
 
     def init_process(self):
         self.rebalance_after = rebalance_after()
+        sys.setswitchinterval(switch_interval_ms() / 1000)
         super().init_process()
 
     def enqueue_req(self, conn):

@@ -20,16 +20,19 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from personalization.gunicorn_worker import rebalance_after
+from personalization.gunicorn_worker import rebalance_after, switch_interval_ms
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def app(environ, start_response):
     """Waits `ms` milliseconds (the interpreter lock released, as on a database call), answers its pid."""
-    wait = int(parse_qs(environ.get("QUERY_STRING", "")).get("ms", ["0"])[0])
-    time.sleep(wait / 1000)
-    body = str(os.getpid()).encode()
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    if "switch" in query:
+        body = repr(sys.getswitchinterval()).encode()
+    else:
+        time.sleep(int(query.get("ms", ["0"])[0]) / 1000)
+        body = str(os.getpid()).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 
@@ -41,9 +44,9 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, *, workers: int, threads: int, after: int):
+    def __init__(self, *, workers: int, threads: int, after: int, env: dict | None = None):
         self.port = _free_port()
-        env = {**os.environ, "GUNICORN_REBALANCE_AFTER": str(after)}
+        env = {**os.environ, "GUNICORN_REBALANCE_AFTER": str(after), **(env or {})}
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "gunicorn", "tests.test_gunicorn_worker:app",
@@ -180,6 +183,25 @@ def test_the_bound_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("GUNICORN_REBALANCE_AFTER", "-1")
     with pytest.raises(ValueError, match="GUNICORN_REBALANCE_AFTER"):
         rebalance_after()
+
+
+@pytest.mark.parametrize(("setting", "interval"), [(None, 0.001), ("2.5", 0.0025)])
+def test_request_threads_switch_every_millisecond(gunicorn, setting, interval):
+    server = gunicorn(workers=1, threads=2, after=20, env={"GUNICORN_SWITCH_INTERVAL_MS": setting or ""})
+    conn = server.connection()
+    conn.request("GET", "/?switch=1")
+    assert float(conn.getresponse().read()) == pytest.approx(interval)
+
+
+def test_the_switch_interval_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv("GUNICORN_SWITCH_INTERVAL_MS", raising=False)
+    assert switch_interval_ms() == 1.0
+    monkeypatch.setenv("GUNICORN_SWITCH_INTERVAL_MS", "0.5")
+    assert switch_interval_ms() == 0.5
+    for bad in ("0", "-1"):
+        monkeypatch.setenv("GUNICORN_SWITCH_INTERVAL_MS", bad)
+        with pytest.raises(ValueError, match="GUNICORN_SWITCH_INTERVAL_MS"):
+            switch_interval_ms()
 
 
 def test_the_container_config_selects_it(monkeypatch):

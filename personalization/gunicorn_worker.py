@@ -21,7 +21,7 @@ The worker also shortens the interpreter's switch interval (GUNICORN_SWITCH_INTE
 1 ms; Python's is 5 ms). A request thread whose database or Redis answer has arrived waits for
 the interpreter lock until the thread holding it lets go, and a thread busy in Python lets go
 only after the switch interval: a recompute-on-read makes several such round trips, and with
-5 ms each its latency tail grew to 50-200 ms in the serving benchmark (26-30 ms with 1 ms).
+5 ms each its latency tail grew to 50-200 ms in the serving benchmark (26-35 ms with 1 ms).
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ class ThreadWorker(GunicornThreadWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.held = 0  # requests submitted to the thread pool and not finished (main thread only)
-        self.handed_back = 0
 
     def init_process(self):
         self.rebalance_after = rebalance_after()
@@ -86,5 +85,4 @@ class ThreadWorker(GunicornThreadWorker):
                 # Answered with "Connection: close", then closed: gunicorn's own path for a
                 # client that asked to close.
                 req.must_close = True
-                self.handed_back += 1
         return super().handle_request(req, conn)

@@ -35,26 +35,25 @@ DEFAULT_REBALANCE_AFTER = 20
 DEFAULT_SWITCH_INTERVAL_MS = 1.0
 
 
+def _setting(name: str, default, cast, valid, rule: str):
+    """A number from the environment, `default` when unset; ValueError naming it when not `valid`."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    number = cast(value)
+    if not valid(number):
+        raise ValueError(f"{name} must be {rule}, not {value}")
+    return number
+
+
 def rebalance_after() -> int:
     """GUNICORN_REBALANCE_AFTER from the environment, DEFAULT_REBALANCE_AFTER when unset."""
-    value = os.environ.get("GUNICORN_REBALANCE_AFTER", "").strip()
-    if not value:
-        return DEFAULT_REBALANCE_AFTER
-    after = int(value)
-    if after < 0:
-        raise ValueError(f"GUNICORN_REBALANCE_AFTER must be 0 (off) or more, not {after}")
-    return after
+    return _setting("GUNICORN_REBALANCE_AFTER", DEFAULT_REBALANCE_AFTER, int, lambda n: n >= 0, "0 (off) or more")
 
 
 def switch_interval_ms() -> float:
     """GUNICORN_SWITCH_INTERVAL_MS from the environment, DEFAULT_SWITCH_INTERVAL_MS when unset."""
-    value = os.environ.get("GUNICORN_SWITCH_INTERVAL_MS", "").strip()
-    if not value:
-        return DEFAULT_SWITCH_INTERVAL_MS
-    interval = float(value)
-    if not interval > 0:
-        raise ValueError(f"GUNICORN_SWITCH_INTERVAL_MS must be more than 0, not {value}")
-    return interval
+    return _setting("GUNICORN_SWITCH_INTERVAL_MS", DEFAULT_SWITCH_INTERVAL_MS, float, lambda n: n > 0, "more than 0")
 
 
 class ThreadWorker(GunicornThreadWorker):
